@@ -1,0 +1,1 @@
+"""Unique Account edge proxy: all decisions and state live in this package."""

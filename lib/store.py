@@ -1,0 +1,87 @@
+"""Redis state store: one connection per process (opened lazily after fork), key layout,
+msgpack encoding.
+
+Key layout. Every key of one user carries the hash tag {N}, so a user's keys share one
+Redis Cluster slot:
+  ua:user:{N}        hash  profile -> msgpack user record (no secret)
+                           ha1     -> digest HA1 (md5 of number:domain:password)
+                           device  -> "webrtc" | "deskphone" (absent: never set)
+  ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
+  ua:did:<did>       string -> N
+  ua:users           set of every provisioned number
+  ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
+  ua:mds:addr        hash  <ip> -> <name>
+  ua:conn:<node>:<conid>  set of "<N>|<contact field>" bound to that connection
+  ua:conns:<node>    set of conids of <node> holding registrations
+"""
+import os
+
+import msgpack
+import redis
+
+from lib import config
+
+
+class StoreUnavailable(Exception):
+    """The state store cannot be reached; callers answer 503 with Retry-After."""
+
+
+def user_key(number):
+    return f"ua:user:{{{number}}}"
+
+
+def contacts_key(number):
+    return f"ua:contacts:{{{number}}}"
+
+
+def did_key(did):
+    return f"ua:did:{did}"
+
+
+USERS_KEY = "ua:users"
+MDS_KEY = "ua:mds"
+MDS_ADDR_KEY = "ua:mds:addr"
+
+
+def conn_key(node, conid):
+    return f"ua:conn:{node}:{conid}"
+
+
+def conns_key(node):
+    return f"ua:conns:{node}"
+
+
+def pack(value):
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(raw):
+    return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+
+_client = None
+_client_pid = None
+
+
+def connect(url):
+    """A client that fails fast: a request needing state gets 503 rather than a hang."""
+    return redis.Redis.from_url(
+        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False,
+        health_check_interval=0)
+
+
+def client():
+    """This process's Redis client, created on first use after fork."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client = connect(config.load().redis_url)
+        _client_pid = os.getpid()
+    return _client
+
+
+def call(fn):
+    """Run fn(redis) and turn any connection problem into StoreUnavailable."""
+    try:
+        return fn(client())
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,274 @@
+"""KEMI entry: thin glue between Kamailio and lib/. It reads the SIP message into plain
+values, asks lib/ for a decision and applies it with KSR calls. Route functions are named
+by purpose, as in Kamailio's KEMI example: reqinit, withindlg, registrar, initial, relay."""
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import KSR  # noqa: E402
+
+from lib import api, calls, config, registrar, routing, store  # noqa: E402
+
+CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
+LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
+IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
+HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
+                        "Access-Control-Request-Method", "Access-Control-Request-Headers")
+CFG = config.load()
+
+
+def mod_init():
+    return kamailio()
+
+
+def pv(name):
+    return KSR.pv.get(name)
+
+
+def reply(code, text, headers=()):
+    for header in headers:
+        KSR.hdr.append_to_reply(header + "\r\n")
+    KSR.sl.send_reply(code, text)
+
+
+def store_unavailable():
+    reply(503, "Service Unavailable", ["Retry-After: 1"])
+
+
+def guarded(fn, *args):
+    """Every entry point: an exception must never reach Kamailio (a reply would be dropped,
+    a request left unanswered)."""
+    try:
+        fn(*args)
+    except store.StoreUnavailable:
+        if KSR.siputils.is_request() > 0 and not KSR.is_ACK():
+            store_unavailable()
+    except Exception:
+        KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        if KSR.siputils.is_request() > 0 and not KSR.is_ACK():
+            reply(500, "Server Internal Error")
+    return 1
+
+
+class kamailio:
+    def child_init(self, rank):
+        return 0
+
+    # --- SIP requests -----------------------------------------------------------------
+
+    def ksr_request_route(self, msg):
+        return guarded(self.request)
+
+    def request(self):
+        if not self.reqinit():
+            return
+        if KSR.is_CANCEL():
+            if KSR.tm.t_check_trans() > 0:
+                self.relay()
+            return
+        if KSR.siputils.has_totag() > 0:
+            self.withindlg()
+            return
+        if KSR.tmx.t_precheck_trans() > 0:
+            KSR.tm.t_check_trans()
+            return
+        if KSR.tm.t_check_trans() == 0:
+            return
+        if KSR.is_ACK():
+            return  # a stray ACK for nothing we know
+        if KSR.is_REGISTER():
+            self.registrar()
+            return
+        self.initial()
+
+    def reqinit(self):
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            reply(483, "Too Many Hops")
+            return False
+        if KSR.sanity.sanity_check(17895, 7) < 0:
+            return False  # sanity has answered (or dropped) it already
+        KSR.force_rport()
+        if KSR.is_OPTIONS() and KSR.is_myself_ruri() and KSR.corex.has_ruri_user() < 0:
+            reply(200, "OK")  # keepalives and MDS qualify: no authentication
+            return False
+        return True
+
+    def withindlg(self):
+        if KSR.rr.loose_route() > 0:
+            if not KSR.isdsturiset():
+                KSR.nathelper.handle_ruri_alias()
+            if self.from_device_connection():
+                KSR.nathelper.add_contact_alias()
+            self.relay()
+            return
+        if KSR.is_ACK():
+            if KSR.tm.t_check_trans() > 0:
+                self.relay()
+            return
+        reply(404, "Not Here")
+
+    def relay(self):
+        if KSR.is_method_in("IU"):
+            KSR.tm.t_on_reply("ksr_onreply_device")
+        KSR.tm.t_relay()
+
+    def from_device_connection(self):
+        return pv("$pr") in CONNECTION_PROTOS
+
+    def ksr_onreply_device(self, msg):
+        try:
+            # A device behind a connection is only reachable through it: its Contact gets
+            # an alias so in-dialog requests find the way back.
+            if pv("$pr") in CONNECTION_PROTOS and 100 < KSR.pv.get("$rs") < 300:
+                KSR.nathelper.add_contact_alias()
+        except Exception:
+            KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        return 1
+
+    # --- registrar --------------------------------------------------------------------
+
+    def authenticate(self, ha1):
+        """Digest check against a stored HA1; answers the challenge or 403 itself."""
+        if ha1 is None:
+            ha1 = "0" * 32  # unknown user: same answer as a wrong password
+        rc = KSR.auth.pv_auth_check(CFG.domain, ha1, 1, 1)
+        if rc == -8:
+            reply(403, "Forbidden (authentication user does not own this address)")
+            return False
+        if rc < 0:
+            KSR.auth.auth_challenge(CFG.domain, 1)
+            return False
+        KSR.auth.consume_credentials()
+        return True
+
+    def registrar(self):
+        if KSR.auth.has_credentials(CFG.domain) < 0:
+            KSR.auth.auth_challenge(CFG.domain, 1)
+            return
+        number = KSR.pv.get("$au")
+        profile, ha1, stored = registrar.load(number)
+        if not self.authenticate(ha1 if profile else None):
+            return
+        proto = pv("$pr")
+        conid = KSR.pv.get("$conid") if proto in CONNECTION_PROTOS else None
+        contacts = KSR.pv.get("$(hdr(Contact)[*])")
+        req = registrar.RegisterRequest(
+            number=number, transport=proto,
+            source=f"sip:{pv('$si')}:{pv('$sp')};transport={proto}",
+            socket=f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}",
+            conid=conid, contacts=[contacts] if contacts else [],
+            expires=KSR.hdr.get("Expires"), call_id=pv("$ci"),
+            cseq=int(pv("$cs")), node=CFG.node_id)
+        now = time.time()
+        result = registrar.process_register(req, profile["line_type"], stored, now,
+                                            CFG.max_contacts)
+        if result.code == 200:
+            registrar.apply(number, result, now)
+            if conid is not None and result.upserts:
+                KSR.tcpops.tcp_enable_closed_event_cid(conid)
+        reply(result.code, result.text, result.headers)
+
+    # --- initial requests -------------------------------------------------------------
+
+    def initial(self):
+        if KSR.is_method_in("SP"):
+            reply(489, "Bad Event")  # presence comes with the presence feature
+            return
+        dialled = pv("$rU") or ""
+        if not dialled:
+            reply(484, "Address Incomplete")
+            return
+        has_credentials = KSR.auth.has_credentials(CFG.domain) > 0
+        caller = KSR.pv.get("$au") if has_credentials else ""
+        now = time.time()
+        ctx = calls.load_context(pv("$si"), caller, dialled, now)
+        if ctx.source_mds is None:
+            if not has_credentials:
+                KSR.auth.auth_challenge(CFG.domain, 1)
+                return
+            if not self.authenticate(ctx.caller_ha1 if ctx.caller else None):
+                return
+            klass = routing.device_class(pv("$pr"))
+            if not routing.class_allowed(ctx.caller["line_type"], klass):
+                reply(403, f"{klass} devices not allowed for this line")
+                return
+            for header in IDENTITY_HEADERS:
+                KSR.hdr.remove(header)
+            if self.from_device_connection():
+                KSR.nathelper.add_contact_alias()
+        reachable, dead = calls.split_reachable(ctx.callee_contacts, CFG.node_id,
+                                                lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
+        for contact in dead:
+            registrar.drop_connection(CFG.node_id, contact["conid"])
+        decision = calls.decide(ctx, dialled, CFG.domain, reachable)
+        self.apply(decision, ctx)
+
+    def apply(self, decision, ctx):
+        if isinstance(decision, routing.Reject):
+            reply(decision.code, decision.text)
+            return
+        if isinstance(decision, routing.RelayToMds):
+            KSR.seturi(decision.ruri)
+            KSR.hdr.append(f"P-Asserted-Identity: {decision.identity}\r\n")
+        else:
+            if ctx.source_mds is None:
+                KSR.hdr.append(f"P-Asserted-Identity: <sip:{ctx.caller['number']}@{CFG.domain}>\r\n")
+            self.set_branches(decision.contacts)
+        KSR.hdr.remove("Route")
+        KSR.rr.record_route()
+        self.relay()
+
+    def set_branches(self, contacts):
+        """Ring every contact of the chosen device class in parallel (rule 6)."""
+        first, *others = contacts
+        KSR.seturi(first["uri"])
+        KSR.setdsturi(first["source"])
+        KSR.corex.set_send_socket(first["socket"])
+        for contact in others:
+            KSR.pvx.sbranch_reset()
+            KSR.pv.sets("$sbranch(uri)", contact["uri"])
+            KSR.pv.sets("$sbranch(dst_uri)", contact["source"])
+            KSR.pv.sets("$sbranch(send_socket)", contact["socket"])
+            KSR.pvx.sbranch_append()
+
+    # --- connections ------------------------------------------------------------------
+
+    def ksr_tcpops_event(self, msg, evname=""):
+        def closed():
+            conid = KSR.pv.get("$conid")
+            if conid is not None and conid >= 0:
+                registrar.drop_connection(CFG.node_id, conid)
+        return guarded(closed)
+
+    def ksr_websocket_event(self, msg, evname=""):
+        return 1
+
+    # --- HTTP: API and WebSocket handshake ---------------------------------------------
+
+    def ksr_xhttp_event(self, msg, evname=""):
+        return guarded(self.http)
+
+    def http(self):
+        path = KSR.xhttp.get_hu() or "/"
+        upgrade = (KSR.hdr.get("Upgrade") or "").lower()
+        if upgrade == "websocket":
+            self.websocket_upgrade(path)
+            return
+        headers = {name: KSR.hdr.get(name) for name in HTTP_REQUEST_HEADERS}
+        code, reason, ctype, body, extra = api.handle_raw(pv("$rm"), path, headers,
+                                                          KSR.pv.get("$rb") or b"")
+        for name, value in extra:
+            KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
+        KSR.xhttp.xhttp_reply(code, reason, ctype, body)
+
+    def websocket_upgrade(self, path):
+        origin = KSR.hdr.get("Origin")
+        if path.split("?")[0] != "/ws":
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "no WebSocket here\n")
+        elif CFG.ws_origins and origin not in CFG.ws_origins:
+            KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "origin not allowed\n")
+        else:
+            KSR.websocket.handle_handshake()

@@ -1,0 +1,191 @@
+"""The registrar (contract section 2): a pure decision over the stored bindings, and the
+few store operations that read and apply it."""
+from dataclasses import dataclass, field
+
+from lib import config as cfgmod
+from lib import sipmsg, store
+from lib.routing import DEVICE_CLASSES, class_allowed, device_class
+
+CONNECTION_TRANSPORTS = ("tcp", "tls", "ws", "wss")
+# Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
+KEY_GRACE_SECONDS = 60
+
+
+@dataclass
+class RegisterRequest:
+    number: str
+    transport: str          # udp, tcp, tls, ws, wss
+    source: str             # sip:ip:port;transport=x, where replies and calls are sent
+    socket: str             # proto:ip:port of the listener that received it
+    conid: int | None       # connection id for connection-bound transports
+    contacts: list          # raw Contact header values
+    expires: str | None     # raw Expires header value
+    call_id: str
+    cseq: int
+    node: str
+
+
+@dataclass
+class RegisterResult:
+    code: int
+    text: str
+    headers: list = field(default_factory=list)
+    upserts: dict = field(default_factory=dict)
+    removals: list = field(default_factory=list)
+
+
+def live(contacts, now):
+    return {f: c for f, c in contacts.items() if c["expires_at"] > now}
+
+
+def contact_header(contact, now):
+    expires = max(0, int(contact["expires_at"] - now))
+    return f"Contact: <{contact['uri']}>{contact['params']};expires={expires}"
+
+
+def process_register(req, line_type, stored, now, max_contacts,
+                     min_expires=cfgmod.MIN_EXPIRES, max_expires=cfgmod.MAX_EXPIRES,
+                     default_expires=cfgmod.DEFAULT_EXPIRES):
+    """Decide a REGISTER already authenticated for req.number (RFC 3261 section 10.3)."""
+    klass = device_class(req.transport)
+    if not class_allowed(line_type, klass):
+        return RegisterResult(403, f"{klass} devices not allowed for a {line_type} line")
+    current = live(stored, now)
+    expired = [f for f in stored if f not in current]
+    try:
+        values = [sipmsg.parse_contact(v) for h in req.contacts for v in sipmsg.split_values(h)]
+        header_expires = None if req.expires is None else sipmsg.parse_delta_seconds(req.expires)
+        requested = [(uri, params, contact_expires(params, header_expires, default_expires))
+                     for uri, params in values]
+    except sipmsg.SipSyntaxError as exc:
+        return RegisterResult(400, f"Bad Request ({exc})")
+
+    removals, upserts = list(expired), {}
+    if any(uri == "*" for uri, _, _ in requested):
+        if len(requested) != 1 or header_expires != 0:
+            return RegisterResult(400, "Bad Request (wildcard needs Expires 0 alone)")
+        # One device's "log out everywhere" never unplugs the other device.
+        removals += [f for f, c in current.items() if c["class"] == klass]
+    for uri, params, expires in requested:
+        if 0 < expires < min_expires:
+            return RegisterResult(423, "Interval Too Brief", [f"Min-Expires: {min_expires}"])
+        kept = [(n, v) for n, v in params if n not in ("expires", "q")]
+        instance = dict(kept).get("+sip.instance")
+        key = f"{klass}|{instance or uri}"
+        existing = current.get(key)
+        if existing and existing["call_id"] == req.call_id and existing["cseq"] > req.cseq:
+            continue    # an older REGISTER arriving late never undoes a newer one
+        if expires == 0:
+            removals.append(key)
+            continue
+        upserts[key] = {
+            "uri": uri, "params": sipmsg.format_params(kept), "class": klass,
+            "expires_at": now + min(expires, max_expires), "source": req.source,
+            "socket": req.socket, "conid": req.conid, "node": req.node,
+            "call_id": req.call_id, "cseq": req.cseq, "instance": instance,
+        }
+
+    after = {f: c for f, c in current.items() if f not in removals}
+    after.update(upserts)
+    if sum(1 for c in after.values() if c["class"] == klass) > max_contacts:
+        return RegisterResult(403, f"Too many {klass} contacts (at most {max_contacts})")
+    headers = [contact_header(c, now) for c in after.values()]
+    return RegisterResult(200, "OK", headers, upserts, removals)
+
+
+def contact_expires(params, header_expires, default_expires):
+    value = dict(params).get("expires")
+    if value is not None:
+        return sipmsg.parse_delta_seconds(value)
+    return default_expires if header_expires is None else header_expires
+
+
+# --- store operations ------------------------------------------------------------------
+
+def load(number):
+    """(profile, ha1, contacts) of a user in one round trip."""
+    def read(r):
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget(store.user_key(number), "profile", "ha1")
+        pipe.hgetall(store.contacts_key(number))
+        (profile, ha1), contacts = pipe.execute()
+        return (store.unpack(profile), ha1.decode() if ha1 else None,
+                {f.decode(): store.unpack(v) for f, v in contacts.items()})
+    return store.call(read)
+
+
+def apply(number, result, now):
+    if not result.upserts and not result.removals:
+        return
+
+    def write(r):
+        key = store.contacts_key(number)
+        pipe = r.pipeline(transaction=True)
+        if result.removals:
+            pipe.hdel(key, *result.removals)
+        for fld, contact in result.upserts.items():
+            pipe.hset(key, fld, store.pack(contact))
+            if contact["conid"] is not None:
+                ckey = store.conn_key(contact["node"], contact["conid"])
+                pipe.sadd(ckey, f"{number}|{fld}")
+                pipe.expireat(ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS)
+                pipe.sadd(store.conns_key(contact["node"]), contact["conid"])
+        pipe.execute()
+        # The hash lives as long as its longest binding (a missed close event still ends).
+        refresh_ttl(r, number, now)
+    store.call(write)
+
+
+def refresh_ttl(r, number, now):
+    key = store.contacts_key(number)
+    remaining = [store.unpack(v)["expires_at"] for v in r.hvals(key)]
+    if remaining:
+        r.expireat(key, int(max(remaining)) + KEY_GRACE_SECONDS)
+
+
+def contacts_of(number, now):
+    raw = store.call(lambda r: r.hgetall(store.contacts_key(number)))
+    return live({f.decode(): store.unpack(v) for f, v in raw.items()}, now)
+
+
+def registered_classes(r, number, now):
+    """Which device classes of a user have a live binding (used by the API)."""
+    contacts = live({f.decode(): store.unpack(v)
+                     for f, v in r.hgetall(store.contacts_key(number)).items()}, now)
+    classes = {c["class"] for c in contacts.values()}
+    return {klass: klass in classes for klass in DEVICE_CLASSES}
+
+
+# A connection closed: remove the bindings it carried, unless a newer registration
+# re-used the same binding key over another connection meanwhile.
+_DROP_CONNECTION = """
+local node, conid = ARGV[1], ARGV[2]
+local removed = 0
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local sep = string.find(member, '|', 1, true)
+  local ckey = 'ua:contacts:{' .. string.sub(member, 1, sep - 1) .. '}'
+  local fld = string.sub(member, sep + 1)
+  local raw = redis.call('HGET', ckey, fld)
+  if raw then
+    local c = cmsgpack.unpack(raw)
+    if c['node'] == node and tostring(c['conid']) == conid then
+      redis.call('HDEL', ckey, fld)
+      removed = removed + 1
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], conid)
+return removed
+"""
+
+
+def drop_connection(node, conid):
+    return store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, conid),
+                                       store.conns_key(node), node, str(conid)))
+
+
+def drop_node_connections(node):
+    """At start-up: every connection this node held before is gone with its process."""
+    conids = store.call(lambda r: r.smembers(store.conns_key(node)))
+    return sum(drop_connection(node, c.decode()) for c in conids)

@@ -1,0 +1,163 @@
+"""Start the proxy in the foreground (`make run`, and the integration tests): prepare
+var/ (API token, self-signed certificate), start an embedded Redis when UA_REDIS_URL is
+unset, drop the connection-bound registrations this node held before, run Kamailio, and
+stop everything it started on SIGINT/SIGTERM."""
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def log(text):
+    print(f"ua-proxy: {text}", flush=True)
+
+
+def api_token(var):
+    path = var / "api_token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def self_signed_certificate(var, domain):
+    tls = var / "tls"
+    cert, key = tls / "cert.pem", tls / "key.pem"
+    if not cert.exists() or not key.exists():
+        tls.mkdir(parents=True, exist_ok=True)
+        san = f"IP:{domain}" if domain.replace(".", "").isdigit() or ":" in domain else f"DNS:{domain}"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+             "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={domain}",
+             "-addext", f"subjectAltName={san}"],
+            check=True, capture_output=True)
+        key.chmod(0o600)
+    return str(cert), str(key)
+
+
+def start_redis(var):
+    """Embedded Redis: append-only file on, data and unix socket under var/redis."""
+    data = var / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    sock = data / "redis.sock"
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+         "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
+         "--save", "", "--daemonize", "no", "--logfile", str(data / "redis.log")])
+    url = f"unix://{sock}"
+    wait_for(lambda: redis_ping(url), 10, "embedded redis-server")
+    return proc, url
+
+
+def redis_ping(url):
+    import redis
+    try:
+        return redis.Redis.from_url(url, socket_timeout=0.5).ping()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def wait_for(check, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"ua-proxy: {what} did not become ready within {seconds} s")
+
+
+def kamailio_command(env, run_dir):
+    listen = env["UA_LISTEN"]
+    host = f"[{listen}]" if ":" in listen else listen
+    defines = {
+        "UA_KEMI_ENTRY": f'"{ROOT / "kemi" / "entry.py"}"',
+        "UA_TLS_CERT": f'"{env["UA_TLS_CERT"]}"',
+        "UA_TLS_KEY": f'"{env["UA_TLS_KEY"]}"',
+        "UA_CTL_SOCKET": f'"unix:{run_dir / "ctl.sock"}"',
+        "UA_DEBUG": env.get("UA_DEBUG", "1"),
+        "UA_CHILDREN": env.get("UA_CHILDREN", "4"),
+    }
+    cmd = ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-Y", str(run_dir),
+           "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "128"),
+           "-M", env.get("UA_PKG_MB", "16")]
+    for proto, port in (("udp", "UA_SIP_PORT"), ("tcp", "UA_SIP_PORT"), ("tls", "UA_TLS_PORT"),
+                        ("tcp", "UA_HTTP_PORT"), ("tls", "UA_HTTPS_PORT")):
+        cmd += ["-l", f"{proto}:{host}:{env[port]}"]
+    for name, value in defines.items():
+        cmd += ["-A", f"{name}={value}"]
+    return cmd
+
+
+def python_path():
+    """Kamailio embeds /usr/bin/python3: give it the project and the venv's packages."""
+    venv = ROOT / ".venv" / "lib"
+    paths = [str(ROOT)] + [str(p / "site-packages") for p in sorted(venv.glob("python3*"))]
+    return os.pathsep.join(paths)
+
+
+def main():
+    from lib import config
+    env = dict(os.environ)
+    var = Path(env.get("UA_VAR_DIR", ROOT / "var")).resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    defaults = config.load({k: v for k, v in env.items() if k != "UA_REDIS_URL"})
+    env.setdefault("UA_LISTEN", defaults.listen)
+    for name, value in (("UA_SIP_PORT", defaults.sip_port), ("UA_TLS_PORT", defaults.tls_port),
+                        ("UA_HTTP_PORT", defaults.http_port), ("UA_HTTPS_PORT", defaults.https_port),
+                        ("UA_DOMAIN", defaults.domain), ("UA_NODE_ID", defaults.node_id)):
+        env.setdefault(name, str(value))
+    if env.get("UA_MEDIA", "passthrough") != "passthrough":
+        raise SystemExit("ua-proxy: only UA_MEDIA=passthrough is available in this version")
+    env["UA_MEDIA"] = "passthrough"
+    if not env.get("UA_API_TOKEN"):
+        env["UA_API_TOKEN"] = api_token(var)
+        log(f"admin API token (kept in {var / 'api_token'}): {env['UA_API_TOKEN']}")
+    if not env.get("UA_TLS_CERT") or not env.get("UA_TLS_KEY"):
+        env["UA_TLS_CERT"], env["UA_TLS_KEY"] = self_signed_certificate(var, env["UA_DOMAIN"])
+
+    started = []
+    if not env.get("UA_REDIS_URL"):
+        redis_proc, env["UA_REDIS_URL"] = start_redis(var)
+        started.append(redis_proc)
+        log(f"embedded Redis at {env['UA_REDIS_URL']}")
+
+    os.environ.update(env)
+    from lib import registrar
+    dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
+    if dropped:
+        log(f"dropped {dropped} registrations bound to connections of the previous run")
+
+    run_dir = var / "run" / env["UA_NODE_ID"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    env["PYTHONPATH"] = python_path()
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    kamailio = subprocess.Popen(kamailio_command(env, run_dir), env=env)
+    started.insert(0, kamailio)
+    log(f"SIP udp/tcp {env['UA_LISTEN']}:{env['UA_SIP_PORT']}, tls :{env['UA_TLS_PORT']}, "
+        f"HTTP/WS :{env['UA_HTTP_PORT']} (/ws), HTTPS/WSS :{env['UA_HTTPS_PORT']}")
+
+    def stop(signum, _frame):
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = kamailio.wait()
+    stop(None, None)
+    for proc in started[1:]:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,6 +66,7 @@ def process_register(req, line_type, stored, now, max_contacts,
             return RegisterResult(400, "Bad Request (wildcard needs Expires 0 alone)")
         # One device's "log out everywhere" never unplugs the other device.
         removals += [f for f, c in current.items() if c["class"] == klass]
+        requested = []
     for uri, params, expires in requested:
         if 0 < expires < min_expires:
             return RegisterResult(423, "Interval Too Brief", [f"Min-Expires: {min_expires}"])

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Prepare what `make run` and `make test` need, installing only what is missing:
+# Debian packages (as root), then the project's venv made by Debian's Python, which is
+# the interpreter Kamailio embeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(kamailio kamailio-python3-modules kamailio-websocket-modules kamailio-tls-modules
+          kamailio-redis-modules kamailio-utils-modules kamailio-extra-modules
+          kamailio-presence-modules kamailio-json-modules redis-server sip-tester openssl
+          python3-venv python3-dev)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+stamp=.venv/.requirements
+if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt "$stamp"; then
+  echo "setup: preparing .venv"
+  /usr/bin/python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt "$stamp"
+fi

@@ -1,0 +1,138 @@
+"""The proxy under test: `python -m lib.runner` with free ports, its own var/ directory
+and a given Redis, ready when /api/v1/health answers 200, stopped by its PID."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.support.net import free_port
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TOKEN = "test-admin-token"
+
+
+class Proxy:
+    def __init__(self, redis_url, workdir, listen="127.0.0.1", node_id="node-a", env=None):
+        self.listen = listen
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "UA_LISTEN": listen, "UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN,
+            "UA_NODE_ID": node_id, "UA_VAR_DIR": str(self.workdir / "var"),
+            "UA_SIP_PORT": str(free_port(listen)), "UA_TLS_PORT": str(free_port(listen)),
+            "UA_HTTP_PORT": str(free_port(listen)), "UA_HTTPS_PORT": str(free_port(listen)),
+            "UA_CHILDREN": "2", "UA_MEDIA": "passthrough", **(env or {})}
+        self.proc = None
+        self.log_path = self.workdir / "proxy.log"
+
+    @property
+    def sip_port(self):
+        return int(self.env["UA_SIP_PORT"])
+
+    @property
+    def tls_port(self):
+        return int(self.env["UA_TLS_PORT"])
+
+    @property
+    def sip_addr(self):
+        return f"{self.listen}:{self.sip_port}"
+
+    @property
+    def domain(self):
+        return self.env.get("UA_DOMAIN", self.listen)
+
+    @property
+    def ws_url(self):
+        return f"ws://{self.listen}:{self.env['UA_HTTP_PORT']}/ws"
+
+    @property
+    def wss_url(self):
+        return f"wss://{self.listen}:{self.env['UA_HTTPS_PORT']}/ws"
+
+    @property
+    def http_url(self):
+        return f"http://{self.listen}:{self.env['UA_HTTP_PORT']}"
+
+    def start(self, timeout=20):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
+        env.update(self.env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.api("GET", "/api/v1/health", auth=None)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"proxy not ready within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def log_tail(self, lines=40):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
+        """(status, parsed JSON or None, headers) of one API request."""
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = urllib.request.Request(self.http_url + path, data=data, method=method)
+        if auth and auth[0] == "bearer":
+            req.add_header("Authorization", f"Bearer {auth[1]}")
+        elif auth:
+            import base64
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                status, raw, hdrs = resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            status, raw, hdrs = err.code, err.read(), dict(err.headers)
+        return status, (json.loads(raw) if raw else None), hdrs
+
+    def provision_user(self, number, line_type="ua", password="secret", **fields):
+        status, body, _ = self.api("PUT", f"/api/v1/users/{number}", {
+            "name": f"User {number}", "password": password, "line_type": line_type, **fields})
+        assert status in (200, 201), body
+        return body
+
+    def provision_mds(self, name, ip, port):
+        status, body, _ = self.api("PUT", f"/api/v1/mds/{name}",
+                                   {"uri": f"sip:{ip}:{port}", "addresses": [ip]})
+        assert status in (200, 201), body
+        return body
+
+    def select_device(self, number, device):
+        return self.api("PUT", f"/api/v1/users/{number}/device", {"device": device})
+
+    def device(self, number):
+        return self.api("GET", f"/api/v1/users/{number}/device")[1]

@@ -1,0 +1,123 @@
+"""The registrar decision (contract section 2) and its store operations on a real Redis."""
+import time
+
+import pytest
+
+from lib import registrar, store
+from lib.registrar import RegisterRequest, process_register
+
+NOW = 1_000_000.0
+
+
+def request(contacts, expires=None, transport="udp", cseq=1, call_id="c1", conid=None):
+    return RegisterRequest(number="1000", transport=transport,
+                           source=f"sip:127.0.0.20:5062;transport={transport}",
+                           socket="udp:127.0.0.1:5060", conid=conid, contacts=contacts,
+                           expires=expires, call_id=call_id, cseq=cseq, node="n1")
+
+
+def register(req, stored=None, line_type="ua", max_contacts=5):
+    return process_register(req, line_type, stored or {}, NOW, max_contacts)
+
+
+def test_expires_above_maximum_is_shortened_and_listed():
+    result = register(request(["<sip:1000@127.0.0.20:5062>"], expires="86400"))
+    assert result.code == 200
+    assert result.headers == ["Contact: <sip:1000@127.0.0.20:5062>;expires=3600"]
+
+
+def test_expires_below_minimum_gets_423_with_min_expires():
+    result = register(request(["<sip:1000@127.0.0.20:5062>"], expires="10"))
+    assert (result.code, result.headers, result.upserts) == (423, ["Min-Expires: 60"], {})
+
+
+@pytest.mark.parametrize("contacts,expires", [
+    (["<sip:1000@h"], "60"), (["<sip:1000@h>"], "abc"), (["<sip:1000@h>;expires=-1"], None),
+    (["*"], "60"), (["*", "<sip:1000@h>"], "0"), (["<mailto:x@y>"], "60")])
+def test_malformed_register_gets_400_and_changes_nothing(contacts, expires):
+    result = register(request(contacts, expires))
+    assert result.code == 400 and not result.upserts and not result.removals
+
+
+def test_contact_param_expires_wins_over_header():
+    result = register(request(["<sip:a@h>;expires=120, <sip:b@h>"], expires="300"))
+    assert sorted(result.headers) == ["Contact: <sip:a@h>;expires=120",
+                                      "Contact: <sip:b@h>;expires=300"]
+
+
+def test_wildcard_removes_only_the_requesting_device_class():
+    stored = register(request(["<sip:desk@h>"], expires="600")).upserts
+    stored.update(register(request(["<sip:tab@x.invalid;transport=ws>"], "600",
+                                   transport="ws", call_id="w")).upserts)
+    result = register(request(["*"], "0", transport="ws", call_id="w", cseq=2), stored)
+    assert result.code == 200
+    assert result.removals == ["webrtc|sip:tab@x.invalid;transport=ws"]
+    assert result.headers == ["Contact: <sip:desk@h>;expires=600"]
+
+
+def test_class_not_allowed_by_line_type_is_403():
+    assert register(request(["<sip:a@x.invalid;transport=ws>"], "600", transport="ws"),
+                    line_type="sip").code == 403
+    assert register(request(["<sip:a@h>"], "600"), line_type="webrtc").code == 403
+
+
+def test_one_contact_too_many_is_403_and_nothing_changes():
+    stored = {}
+    for n in range(5):
+        stored.update(register(request([f"<sip:{n}@h>"], "600", call_id=f"c{n}"), stored).upserts)
+    result = register(request(["<sip:6@h>"], "600", call_id="c6"), stored)
+    assert result.code == 403 and not result.upserts and not result.removals
+    # The other class still has room of its own.
+    assert register(request(["<sip:t@x.invalid;transport=ws>"], "600", transport="ws"),
+                    stored).code == 200
+
+
+def test_instance_identifies_a_browser_binding_across_contact_changes():
+    first = register(request(['<sip:a@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>";reg-id=1'],
+                             "600", transport="ws"))
+    second = register(request(['<sip:b@y.invalid;transport=ws>;+sip.instance="<urn:uuid:1>";reg-id=1'],
+                              "600", transport="ws", cseq=2), first.upserts)
+    assert list(second.upserts) == list(first.upserts)
+    assert second.headers == ['Contact: <sip:b@y.invalid;transport=ws>;+sip.instance="<urn:uuid:1>";reg-id=1;expires=600']
+
+
+def test_late_older_cseq_does_not_undo_newer_binding():
+    stored = register(request(["<sip:a@h>"], "600", cseq=5)).upserts
+    result = register(request(["<sip:a@h>"], "0", cseq=4), stored)
+    assert result.code == 200 and result.removals == []
+
+
+def test_expired_bindings_are_purged_and_not_listed():
+    stored = register(request(["<sip:old@h>"], "60")).upserts
+    later = process_register(request(["<sip:new@h>"], "600", call_id="n"), "ua", stored,
+                             NOW + 61, 5)
+    assert later.removals == ["deskphone|sip:old@h"]
+    assert later.headers == ["Contact: <sip:new@h>;expires=600"]
+
+
+def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url, r):
+    now = time.time()
+    desk = process_register(request(["<sip:desk@h>"], "600"), "ua", {}, now, 5)
+    registrar.apply("1000", desk, now)
+    tab = process_register(request(["<sip:tab@x.invalid;transport=ws>"], "600", transport="ws",
+                                   call_id="w", conid=7), "ua", {}, now, 5)
+    registrar.apply("1000", tab, now)
+    assert r.ttl(store.contacts_key("1000")) > 600
+    assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
+    assert registrar.drop_connection("n1", 7) == 1
+    assert registrar.registered_classes(r, "1000", now) == {"webrtc": False, "deskphone": True}
+
+
+def test_close_of_an_old_connection_spares_a_binding_moved_to_a_new_one(redis_url, r):
+    NOW = time.time()  # noqa: N806 (Redis expires keys by the real clock)
+    first = process_register(request(['<sip:a@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>"'],
+                                     "600", transport="ws", conid=7), "ua", {}, NOW, 5)
+    registrar.apply("1000", first, NOW)
+    moved = process_register(request(['<sip:b@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>"'],
+                                     "600", transport="ws", conid=9, cseq=2), "ua",
+                             first.upserts, NOW, 5)
+    registrar.apply("1000", moved, NOW)
+    assert registrar.drop_connection("n1", 7) == 0
+    assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is True
+    assert registrar.drop_node_connections("n1") == 1
+    assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is False

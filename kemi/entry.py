@@ -153,13 +153,15 @@ class kamailio:
         if not self.authenticate(ha1 if profile else None):
             return
         proto = pv("$pr")
-        conid = KSR.pv.get("$conid") if proto in CONNECTION_PROTOS else None
+        bound = proto in CONNECTION_PROTOS
         contacts = KSR.pv.get("$(hdr(Contact)[*])")
         req = registrar.RegisterRequest(
             number=number, transport=proto,
             source=f"sip:{pv('$si')}:{pv('$sp')};transport={proto}",
             socket=f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}",
-            conid=conid, contacts=[contacts] if contacts else [],
+            conid=KSR.pv.get("$conid") if bound else None,
+            peer=f"{pv('$si')}:{pv('$sp')}" if bound else None,
+            contacts=[contacts] if contacts else [],
             expires=KSR.hdr.get("Expires"), call_id=pv("$ci"),
             cseq=int(pv("$cs")), node=CFG.node_id)
         now = time.time()
@@ -167,8 +169,8 @@ class kamailio:
                                             CFG.max_contacts)
         if result.code == 200:
             registrar.apply(number, result, now)
-            if conid is not None and result.upserts:
-                KSR.tcpops.tcp_enable_closed_event_cid(conid)
+            if bound and result.upserts:
+                KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)
 
     # --- initial requests -------------------------------------------------------------
@@ -202,7 +204,7 @@ class kamailio:
         reachable, dead = calls.split_reachable(ctx.callee_contacts, CFG.node_id,
                                                 lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
         for contact in dead:
-            registrar.drop_connection(CFG.node_id, contact["conid"])
+            registrar.drop_connection(CFG.node_id, contact["peer"])
         decision = calls.decide(ctx, dialled, CFG.domain, reachable)
         self.apply(decision, ctx)
 
@@ -238,9 +240,7 @@ class kamailio:
 
     def ksr_tcpops_event(self, msg, evname=""):
         def closed():
-            conid = KSR.pv.get("$conid")
-            if conid is not None and conid >= 0:
-                registrar.drop_connection(CFG.node_id, conid)
+            registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}")
         return guarded(closed)
 
     def ksr_websocket_event(self, msg, evname=""):

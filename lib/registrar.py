@@ -18,6 +18,7 @@ class RegisterRequest:
     source: str             # sip:ip:port;transport=x, where replies and calls are sent
     socket: str             # proto:ip:port of the listener that received it
     conid: int | None       # connection id for connection-bound transports
+    peer: str | None        # ip:port of the device's end of that connection
     contacts: list          # raw Contact header values
     expires: str | None     # raw Expires header value
     call_id: str
@@ -82,7 +83,7 @@ def process_register(req, line_type, stored, now, max_contacts,
         upserts[key] = {
             "uri": uri, "params": sipmsg.format_params(kept), "class": klass,
             "expires_at": now + min(expires, max_expires), "source": req.source,
-            "socket": req.socket, "conid": req.conid, "node": req.node,
+            "socket": req.socket, "conid": req.conid, "peer": req.peer, "node": req.node,
             "call_id": req.call_id, "cseq": req.cseq, "instance": instance,
         }
 
@@ -126,11 +127,11 @@ def apply(number, result, now):
             pipe.hdel(key, *result.removals)
         for fld, contact in result.upserts.items():
             pipe.hset(key, fld, store.pack(contact))
-            if contact["conid"] is not None:
-                ckey = store.conn_key(contact["node"], contact["conid"])
+            if contact["peer"] is not None:
+                ckey = store.conn_key(contact["node"], contact["peer"])
                 pipe.sadd(ckey, f"{number}|{fld}")
                 pipe.expireat(ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS)
-                pipe.sadd(store.conns_key(contact["node"]), contact["conid"])
+                pipe.sadd(store.conns_key(contact["node"]), contact["peer"])
         pipe.execute()
         # The hash lives as long as its longest binding (a missed close event still ends).
         refresh_ttl(r, number, now)
@@ -158,9 +159,10 @@ def registered_classes(r, number, now):
 
 
 # A connection closed: remove the bindings it carried, unless a newer registration
-# re-used the same binding key over another connection meanwhile.
+# re-used the same binding key over another connection meanwhile. Connections are named
+# by the device's ip:port: Kamailio's close event no longer knows the connection id.
 _DROP_CONNECTION = """
-local node, conid = ARGV[1], ARGV[2]
+local node, peer = ARGV[1], ARGV[2]
 local removed = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local sep = string.find(member, '|', 1, true)
@@ -169,24 +171,24 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local raw = redis.call('HGET', ckey, fld)
   if raw then
     local c = cmsgpack.unpack(raw)
-    if c['node'] == node and tostring(c['conid']) == conid then
+    if c['node'] == node and c['peer'] == peer then
       redis.call('HDEL', ckey, fld)
       removed = removed + 1
     end
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], conid)
+redis.call('SREM', KEYS[2], peer)
 return removed
 """
 
 
-def drop_connection(node, conid):
-    return store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, conid),
-                                       store.conns_key(node), node, str(conid)))
+def drop_connection(node, peer):
+    return store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, peer),
+                                       store.conns_key(node), node, peer))
 
 
 def drop_node_connections(node):
     """At start-up: every connection this node held before is gone with its process."""
-    conids = store.call(lambda r: r.smembers(store.conns_key(node)))
-    return sum(drop_connection(node, c.decode()) for c in conids)
+    peers = store.call(lambda r: r.smembers(store.conns_key(node)))
+    return sum(drop_connection(node, p.decode()) for p in peers)

@@ -11,8 +11,9 @@ Redis Cluster slot:
   ua:users           set of every provisioned number
   ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
   ua:mds:addr        hash  <ip> -> <name>
-  ua:conn:<node>:<conid>  set of "<N>|<contact field>" bound to that connection
-  ua:conns:<node>    set of conids of <node> holding registrations
+  ua:conn:<node>:<peer>  set of "<N>|<contact field>" bound to the connection from the
+                     device's <peer> (ip:port) held by proxy <node>
+  ua:conns:<node>    set of the peers of <node>'s connections holding registrations
 """
 import os
 
@@ -43,8 +44,8 @@ MDS_KEY = "ua:mds"
 MDS_ADDR_KEY = "ua:mds:addr"
 
 
-def conn_key(node, conid):
-    return f"ua:conn:{node}:{conid}"
+def conn_key(node, peer):
+    return f"ua:conn:{node}:{peer}"
 
 
 def conns_key(node):

@@ -10,9 +10,10 @@ NOW = 1_000_000.0
 
 
 def request(contacts, expires=None, transport="udp", cseq=1, call_id="c1", conid=None):
+    peer = None if conid is None else f"127.0.0.20:{40000 + conid}"
     return RegisterRequest(number="1000", transport=transport,
                            source=f"sip:127.0.0.20:5062;transport={transport}",
-                           socket="udp:127.0.0.1:5060", conid=conid, contacts=contacts,
+                           socket="udp:127.0.0.1:5060", conid=conid, peer=peer, contacts=contacts,
                            expires=expires, call_id=call_id, cseq=cseq, node="n1")
 
 
@@ -104,7 +105,7 @@ def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url,
     registrar.apply("1000", tab, now)
     assert r.ttl(store.contacts_key("1000")) > 600
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
-    assert registrar.drop_connection("n1", 7) == 1
+    assert registrar.drop_connection("n1", "127.0.0.20:40007") == 1
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": False, "deskphone": True}
 
 
@@ -117,7 +118,7 @@ def test_close_of_an_old_connection_spares_a_binding_moved_to_a_new_one(redis_ur
                                      "600", transport="ws", conid=9, cseq=2), "ua",
                              first.upserts, NOW, 5)
     registrar.apply("1000", moved, NOW)
-    assert registrar.drop_connection("n1", 7) == 0
+    assert registrar.drop_connection("n1", "127.0.0.20:40007") == 0
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is True
     assert registrar.drop_node_connections("n1") == 1
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is False

@@ -252,6 +252,9 @@ class kamailio:
         return guarded(self.http)
 
     def http(self):
+        if KSR.pv.get("$Rp") not in (CFG.http_port, CFG.https_port):
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")  # no HTTP on SIP ports
+            return
         path = KSR.xhttp.get_hu() or "/"
         upgrade = (KSR.hdr.get("Upgrade") or "").lower()
         if upgrade == "websocket":
@@ -268,7 +271,8 @@ class kamailio:
         origin = KSR.hdr.get("Origin")
         if path.split("?")[0] != "/ws":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "no WebSocket here\n")
-        elif CFG.ws_origins and origin not in CFG.ws_origins:
+        elif origin and not api.origin_allowed(CFG, origin):
+            # Browsers always send Origin; a non-browser client could forge it anyway.
             KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "origin not allowed\n")
         else:
             KSR.websocket.handle_handshake()

@@ -182,7 +182,7 @@ def json_body(req):
     return value
 
 
-def _origin_allowed(cfg, origin):
+def origin_allowed(cfg, origin):
     if not origin:
         return False
     allowed = cfg.ws_origins
@@ -236,7 +236,7 @@ def _authenticate(ctx, req, auth, params):
 
 def _cors(ctx, req, resp):
     origin = req.headers.get("origin")
-    if origin and _origin_allowed(ctx.config, origin):
+    if origin and origin_allowed(ctx.config, origin):
         resp.headers["Access-Control-Allow-Origin"] = origin
         resp.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
         resp.headers["Vary"] = "Origin"
@@ -248,7 +248,7 @@ def _preflight(ctx, req, entry):
     origin = req.headers.get("origin")
     if not origin:
         return Response(204, None, {"Allow": allow})
-    if not _origin_allowed(ctx.config, origin):
+    if not origin_allowed(ctx.config, origin):
         return error(403, "origin not allowed")
     return Response(204, None, {
         "Allow": allow,

@@ -75,6 +75,9 @@ def wait_for(check, seconds, what):
 def kamailio_command(env, run_dir):
     listen = env["UA_LISTEN"]
     host = f"[{listen}]" if ":" in listen else listen
+    # Behind NAT or in a container listening on 0.0.0.0, Via and Record-Route must carry
+    # an address the devices can reach.
+    advertise = env.get("UA_ADVERTISE", "")
     defines = {
         "UA_KEMI_ENTRY": f'"{ROOT / "kemi" / "entry.py"}"',
         "UA_TLS_CERT": f'"{env["UA_TLS_CERT"]}"',
@@ -88,7 +91,7 @@ def kamailio_command(env, run_dir):
            "-M", env.get("UA_PKG_MB", "16")]
     for proto, port in (("udp", "UA_SIP_PORT"), ("tcp", "UA_SIP_PORT"), ("tls", "UA_TLS_PORT"),
                         ("tcp", "UA_HTTP_PORT"), ("tls", "UA_HTTPS_PORT")):
-        cmd += ["-l", f"{proto}:{host}:{env[port]}"]
+        cmd += ["-l", f"{proto}:{host}:{env[port]}" + (f"/{advertise}:{env[port]}" if advertise else "")]
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]
     return cmd

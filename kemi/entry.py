@@ -53,6 +53,14 @@ def guarded(fn, *args):
     return 1
 
 
+def alias_contact():
+    """A device behind a connection or a NAT is only reachable through the address its
+    message came from: its Contact gets an alias so in-dialog requests find the way back.
+    (nat_uac_test 19: private Contact address, Via address or port not the source.)"""
+    if pv("$pr") in CONNECTION_PROTOS or KSR.nathelper.nat_uac_test(19) > 0:
+        KSR.nathelper.add_contact_alias()
+
+
 class kamailio:
     def child_init(self, rank):
         return 0
@@ -100,8 +108,7 @@ class kamailio:
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
-            if self.from_device_connection():
-                KSR.nathelper.add_contact_alias()
+            alias_contact()
             self.relay()
             return
         if KSR.is_ACK():
@@ -115,17 +122,9 @@ class kamailio:
             KSR.tm.t_on_reply("ksr_onreply_device")
         KSR.tm.t_relay()
 
-    def from_device_connection(self):
-        return pv("$pr") in CONNECTION_PROTOS
-
     def ksr_onreply_device(self, msg):
-        try:
-            # A device behind a connection is only reachable through it: its Contact gets
-            # an alias so in-dialog requests find the way back.
-            if pv("$pr") in CONNECTION_PROTOS and 100 < KSR.pv.get("$rs") < 300:
-                KSR.nathelper.add_contact_alias()
-        except Exception:
-            KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
+        if 100 < KSR.pv.get("$rs") < 300:
+            guarded(alias_contact)
         return 1
 
     # --- registrar --------------------------------------------------------------------
@@ -199,8 +198,7 @@ class kamailio:
                 return
             for header in IDENTITY_HEADERS:
                 KSR.hdr.remove(header)
-            if self.from_device_connection():
-                KSR.nathelper.add_contact_alias()
+            alias_contact()
         reachable, dead = calls.split_reachable(ctx.callee_contacts, CFG.node_id,
                                                 lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
         for contact in dead:

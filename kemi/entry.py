@@ -14,6 +14,8 @@ from lib import api, calls, config, registrar, routing, store  # noqa: E402
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
+# Kamailio URIs know no transport=wss: a WSS peer is addressed as ws, its socket says TLS.
+URI_TRANSPORT = {"wss": "ws"}
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
 HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
                         "Access-Control-Request-Method", "Access-Control-Request-Headers")
@@ -156,7 +158,7 @@ class kamailio:
         contacts = KSR.pv.get("$(hdr(Contact)[*])")
         req = registrar.RegisterRequest(
             number=number, transport=proto,
-            source=f"sip:{pv('$si')}:{pv('$sp')};transport={proto}",
+            source=f"sip:{pv('$si')}:{pv('$sp')};transport={URI_TRANSPORT.get(proto, proto)}",
             socket=f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}",
             conid=KSR.pv.get("$conid") if bound else None,
             peer=f"{pv('$si')}:{pv('$sp')}" if bound else None,

@@ -51,3 +51,6 @@ def r(redis_url):
     """A plain client on the test Redis (bytes responses), for looking at raw state."""
     with redis.Redis.from_url(redis_url) as c:
         yield c
+
+
+pytest_plugins = ["tests.support.fixtures"]

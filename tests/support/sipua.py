@@ -752,6 +752,7 @@ class WsPhone:
             ping_interval=None,  # browsers never ping; the server's pings are answered
             close_timeout=5,
             create_connection=_Connection,
+            legacy=True,  # the phone keeps its connection open beyond one `with` block
         )
         self.subprotocol = self._ws.subprotocol
         self._closed = False

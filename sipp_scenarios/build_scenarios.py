@@ -9,7 +9,8 @@ whether they are up to date.
 
 Conventions (tests/support/sipp.py relies on them):
 - keys (`-key name value`) are text substituted in messages: `user`, `password`,
-  `domain`, `caller`, `expires`, `contact_params`, `extra_headers`, `rtp_port`,
+  `domain`, `caller`, `expires`, `contact_host` (ip:port in the deskphone Contact),
+  `contact_params`, `extra_headers`, `rtp_port`,
   `sdp_proto`, `user_agent`. The wrapper passes a default for each.
 - `extra_headers` is a line prefix: empty, or complete header lines each ending
   with CRLF (the wrapper builds it from a list).
@@ -158,7 +159,7 @@ Content-Length: 0
 """
 
 
-CONTACT = "<sip:[user]@[local_ip]:[local_port];transport=[transport]>[contact_params]"
+CONTACT = "<sip:[user]@[contact_host];transport=[transport]>[contact_params]"
 
 
 def register_flow(contact, expires, prefix="", done="done", cseq=1):

@@ -26,6 +26,8 @@ def test_selection_and_udp_registration_survive_restarts(site, redis_server):
     redis_server.stop()
     status, body, headers = site.proxy.api("GET", "/api/v1/health", auth=None)
     assert status == 503 and body["status"] == "degraded"
+    refused = again.register()                      # needs state: 503 at once, not a hang
+    assert refused.status == 503 and refused.header("Retry-After") == "1"
     redis_server.start()
     assert wait_until(lambda: site.proxy.api("GET", "/api/v1/health", auth=None)[0] == 200, 5)
     assert site.proxy.device("1000") == {

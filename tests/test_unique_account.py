@@ -265,3 +265,57 @@ def test_device_api_errors(site):
     assert api("PUT", "/api/v1/users/1000/device", {"device": "phone"})[0] == 400
     assert api("GET", "/api/v1/users/4242/device")[0] == 404
     assert api("PUT", "/api/v1/users/1001/device", {"device": "webrtc"})[0] == 409
+
+
+# --- Signalling through the proxy ------------------------------------------------------
+
+def test_caller_cancel_reaches_the_ringing_browser(site):
+    tab = browser(site)
+    mds = site.mds_calls("1000", scenario="mds_call_cancel").start()
+    tab.ring(tab.wait_request("INVITE", timeout=5))
+    tab.wait_request("CANCEL", timeout=5)
+    outcome = mds.wait(15)
+    assert outcome.returncode == 0 and outcome.received(487), outcome.describe()
+    tab.close()
+
+
+def test_browser_busy_reaches_caller_and_proxy_acks_it(site):
+    tab = browser(site)
+    mds = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    tab.reject(tab.wait_request("INVITE", timeout=5), 486, "Busy Here")
+    tab.wait_request("ACK", timeout=5)                 # hop-by-hop ACK of the non-2xx
+    assert mds.wait(15).received(486)
+    tab.close()
+
+
+def test_standalone_user_calls_local_user_by_the_same_rules(site):
+    site.proxy.provision_user("2000", "webrtc", name="Carol")        # no MDS: standalone
+    desk = deskphone(site)
+    site.proxy.select_device("1000", "deskphone")
+    caller = browser(site, number="2000")
+    call = caller.invite(f"sip:1000@{site.proxy.domain}")
+    assert call.response.status == 200
+    assert call.bye().status == 200
+    invite = desk.wait(10).received("INVITE")[0]
+    assert invite.header_all("P-Asserted-Identity") == [f"<sip:2000@{site.proxy.domain}>"]
+    caller.close()
+
+
+def test_deskphone_behind_nat_is_reached_at_its_source_address(site):
+    port = free_port(DESKPHONE_IP)
+    registered = site.sipp("deskphone_register", DESKPHONE_IP, port, keys={
+        "user": "1000", "password": "secret", "expires": "600",
+        "contact_host": "192.168.1.50:5060"}).run()
+    assert registered.received(200)
+    desk = site.sipp("deskphone_answer", DESKPHONE_IP, port, timeout=20).start()
+    site.proxy.select_device("1000", "deskphone")
+    assert site.mds_calls("1000").run().returncode == 0
+    assert desk.wait(10).received("INVITE")[0].ruri.startswith("sip:1000@192.168.1.50:5060")
+
+
+def test_registering_someone_elses_number_is_forbidden(site):
+    impostor = WsPhone(site.proxy.ws_url, "1000", "secret", site.proxy.domain, auth_user="1001")
+    impostor.connect()
+    assert impostor.register().status == 403
+    assert site.proxy.device("1000")["registered"]["webrtc"] is False
+    impostor.close()

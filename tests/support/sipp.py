@@ -773,6 +773,8 @@ class Sipp:
             self.keys["domain"] = _split_hostport(remote)[0]
         else:
             self.keys["domain"] = local_ip
+        # A deskphone behind NAT writes a private address here; the proxy must not use it.
+        self.keys["contact_host"] = f"{local_ip}:{self.local_port}"
         self.keys.update({k: str(v) for k, v in (keys or {}).items()})
         if extra_headers:
             lines = [h.strip() for h in extra_headers if h and h.strip()]

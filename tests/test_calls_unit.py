@@ -3,6 +3,7 @@ then the pure decision."""
 import time
 
 import pytest
+import redis
 
 from lib import calls, registrar, routing
 from lib.provisioning import Provisioning
@@ -63,3 +64,19 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
     reachable, dead = calls.split_reachable(contacts, "n1", lambda conid: conid == 4)
     assert dead == [contacts["a"]]
     assert reachable == [contacts["b"], contacts["c"], contacts["d"]]
+
+
+def commands_since_reset(r):
+    """Commands the server ran since CONFIG RESETSTAT, but for the looking itself."""
+    return {name: stats["calls"] for name, stats in r.info("commandstats").items()
+            if not name.startswith(("cmdstat_config", "cmdstat_info"))}
+
+
+def test_routing_decision_reads_redis_in_one_round_trip(prov, monkeypatch):
+    register("1000", "udp")
+    sent = []
+    execute = redis.Redis.execute_command
+    monkeypatch.setattr(redis.Redis, "execute_command",
+                        lambda self, *args, **kw: sent.append(args[0]) or execute(self, *args, **kw))
+    ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time())
+    assert sent == ["EVAL"] and ctx.callee["number"] == "1000"

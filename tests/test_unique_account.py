@@ -8,6 +8,7 @@ import pytest
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.net import free_port
 from tests.support.sipua import WsPhone
+from tests.test_calls_unit import commands_since_reset
 
 
 def browser(site, number="1000", password="secret", register=True):
@@ -45,7 +46,7 @@ def in_background(fn):
 
 # --- Use UC Assistant ------------------------------------------------------------------
 
-def test_use_uc_assistant_only_the_browser_rings(site):
+def test_use_uc_assistant_only_the_browser_rings(site, r):
     desk = deskphone(site)
     tab = browser(site)
     assert site.proxy.device("1000") == {
@@ -58,7 +59,9 @@ def test_use_uc_assistant_only_the_browser_rings(site):
     assert invite.ruri == tab.contact_uri
     call = tab.answer(invite)
     tab.wait_request("ACK", timeout=5)
+    r.config_resetstat()
     assert call.bye().status == 200
+    assert commands_since_reset(r) == {}           # in-dialog routing reads no state
     outcome = mds.wait(15)
     assert outcome.returncode == 0 and outcome.received("BYE"), outcome.stderr
 

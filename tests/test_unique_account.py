@@ -322,3 +322,11 @@ def test_registering_someone_elses_number_is_forbidden(site):
     assert impostor.register().status == 403
     assert site.proxy.device("1000")["registered"]["webrtc"] is False
     impostor.close()
+
+
+@pytest.mark.parametrize("expires", ["soon", "-5", "99999999999"])
+def test_malformed_register_gets_400_and_changes_nothing(site, expires):
+    tab = browser(site, register=False)
+    assert tab.register(expires=expires).status == 400
+    assert site.proxy.device("1000")["registered"] == {"webrtc": False, "deskphone": False}
+    tab.close()

@@ -146,6 +146,18 @@ def _check_memberships(value):
     return out
 
 
+def _check_record(body, kind, fields, id_field, id_value):
+    """Raise Invalid unless `body` is a JSON object of known `fields` only, whose
+    `id_field`, when given, repeats the identifier from the path."""
+    if not isinstance(body, dict):
+        raise Invalid(f"the {kind} record must be a JSON object")
+    unknown = [k for k in body if k not in fields]
+    if unknown:
+        raise Invalid(f"unknown field {sorted(unknown)[0]}")
+    if id_field in body and body[id_field] != id_value:
+        raise Invalid(f"{id_field} in the body differs from the {id_field} in the path")
+
+
 def validate_user(number, body, *, new, have_ha1=False):
     """The profile to store for `body` (a dict from JSON), raising Invalid.
 
@@ -154,13 +166,7 @@ def validate_user(number, body, *, new, have_ha1=False):
     """
     if not valid_number(number):
         raise Invalid("number must be 1 to 20 digits")
-    if not isinstance(body, dict):
-        raise Invalid("the user record must be a JSON object")
-    unknown = [k for k in body if k not in USER_FIELDS]
-    if unknown:
-        raise Invalid(f"unknown field {sorted(unknown)[0]}")
-    if "number" in body and body["number"] != number:
-        raise Invalid("number in the body differs from the number in the path")
+    _check_record(body, "user", USER_FIELDS, "number", number)
 
     name = body.get("name")
     if not isinstance(name, str):
@@ -260,13 +266,7 @@ def parse_sip_uri(uri):
 def validate_mds(name, body):
     if not valid_mds_name(name):
         raise Invalid("MDS name must be 1 to 64 characters among A-Z a-z 0-9 _ . -")
-    if not isinstance(body, dict):
-        raise Invalid("the MDS record must be a JSON object")
-    unknown = [k for k in body if k not in MDS_FIELDS]
-    if unknown:
-        raise Invalid(f"unknown field {sorted(unknown)[0]}")
-    if "name" in body and body["name"] != name:
-        raise Invalid("name in the body differs from the name in the path")
+    _check_record(body, "MDS", MDS_FIELDS, "name", name)
     if "uri" not in body:
         raise Invalid("uri is required")
     parse_sip_uri(body["uri"])
@@ -339,13 +339,31 @@ class Provisioning:
         entries: [(number, body, ha1 or None)]; an HA1 given is stored as is and wins
         over an absent password. Returns [(created, profile)] in order; raises BatchError
         listing every refused entry, with nothing written."""
+        return self._transaction(lambda pipe: self._put_users_once(pipe, entries))
+
+    def _transaction(self, attempt):
+        """attempt(pipe) on a fresh transactional pipeline, tried again whenever a WATCHed
+        key changed before its EXEC (redis.WatchError); Busy after WATCH_RETRIES tries.
+
+        Leaving the pipeline resets it (UNWATCH, queued commands dropped), so an attempt
+        refuses a request by simply raising: nothing is written."""
         for _ in range(WATCH_RETRIES):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    return self._put_users_once(pipe, entries)
+                    return attempt(pipe)
                 except redis.WatchError:
                     continue
         raise Busy("too many concurrent changes, retry")
+
+    @staticmethod
+    def _watched_profile(pipe, number):
+        """WATCH the hash of user `number` and return its profile; NotFound if absent."""
+        key = store.user_key(number)
+        pipe.watch(key)
+        profile = store.unpack(pipe.hget(key, "profile"))
+        if profile is None:
+            raise NotFound(f"no user {number}")
+        return profile
 
     def _read(self, fn):
         """Run reads in one round trip on a separate, non-transactional pipeline (reads
@@ -377,7 +395,6 @@ class Provisioning:
             except ProvisioningError as exc:
                 errors.append((index, exc))
         if errors:
-            pipe.reset()
             raise BatchError(errors)
 
         # Checks against the stored state: MDS exist, DIDs free, numbers vs DIDs.
@@ -426,7 +443,6 @@ class Provisioning:
             except ProvisioningError as exc:
                 errors.append((index, exc))
         if errors:
-            pipe.reset()
             raise BatchError(errors)
 
         pipe.multi()
@@ -453,32 +469,25 @@ class Provisioning:
         """Remove a user and every key of it. Raises NotFound."""
         if not valid_number(number):
             raise NotFound(f"no user {number}")
-        for _ in range(WATCH_RETRIES):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    key = store.user_key(number)
-                    pipe.watch(key)
-                    old = store.unpack(pipe.hget(key, "profile"))
-                    if old is None:
-                        pipe.reset()
-                        raise NotFound(f"no user {number}")
-                    dids = old["dids"]
-                    if dids:
-                        pipe.watch(*[store.did_key(d) for d in dids])
-                        owners = [_s(v) for v in pipe.mget([store.did_key(d) for d in dids])]
-                    else:
-                        owners = []
-                    pipe.multi()
-                    pipe.delete(key, *[fn(number) for fn in USER_EXTRA_KEYS])
-                    for did, owner in zip(dids, owners):
-                        if owner == number:
-                            pipe.delete(store.did_key(did))
-                    pipe.srem(store.USERS_KEY, number)
-                    pipe.execute()
-                    return old
-                except redis.WatchError:
-                    continue
-        raise Busy("too many concurrent changes, retry")
+
+        def attempt(pipe):
+            old = self._watched_profile(pipe, number)
+            dids = old["dids"]
+            if dids:
+                pipe.watch(*[store.did_key(d) for d in dids])
+                owners = [_s(v) for v in pipe.mget([store.did_key(d) for d in dids])]
+            else:
+                owners = []
+            pipe.multi()
+            pipe.delete(store.user_key(number), *[fn(number) for fn in USER_EXTRA_KEYS])
+            for did, owner in zip(dids, owners):
+                if owner == number:
+                    pipe.delete(store.did_key(did))
+            pipe.srem(store.USERS_KEY, number)
+            pipe.execute()
+            return old
+
+        return self._transaction(attempt)
 
     def get_device(self, number):
         """(profile, selected device) of a user, or None. Never set means webrtc."""
@@ -496,26 +505,18 @@ class Provisioning:
             raise Invalid("device must be webrtc or deskphone")
         if not valid_number(number):
             raise NotFound(f"no user {number}")
-        for _ in range(WATCH_RETRIES):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    key = store.user_key(number)
-                    pipe.watch(key)
-                    profile = store.unpack(pipe.hget(key, "profile"))
-                    if profile is None:
-                        pipe.reset()
-                        raise NotFound(f"no user {number}")
-                    if profile["line_type"] != "ua":
-                        pipe.reset()
-                        raise Conflict(f"user {number} has line type {profile['line_type']}: "
-                                       "device selection needs line type ua")
-                    pipe.multi()
-                    pipe.hset(key, "device", device)
-                    pipe.execute()
-                    return profile
-                except redis.WatchError:
-                    continue
-        raise Busy("too many concurrent changes, retry")
+
+        def attempt(pipe):
+            profile = self._watched_profile(pipe, number)
+            if profile["line_type"] != "ua":
+                raise Conflict(f"user {number} has line type {profile['line_type']}: "
+                               "device selection needs line type ua")
+            pipe.multi()
+            pipe.hset(store.user_key(number), "device", device)
+            pipe.execute()
+            return profile
+
+        return self._transaction(attempt)
 
     # MDS -----------------------------------------------------------------------------
 
@@ -533,67 +534,58 @@ class Provisioning:
     def put_mds(self, name, body):
         """Create or replace an MDS. Returns (created, record); raises ProvisioningError."""
         record = validate_mds(name, body)
-        for _ in range(WATCH_RETRIES):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(store.MDS_KEY, store.MDS_ADDR_KEY)
-                    old = store.unpack(pipe.hget(store.MDS_KEY, name))
-                    if record["addresses"]:
-                        owners = pipe.hmget(store.MDS_ADDR_KEY, record["addresses"])
-                        for addr, owner in zip(record["addresses"], owners):
-                            owner = _s(owner)
-                            if owner is not None and owner != name:
-                                pipe.reset()
-                                raise Invalid(f"address {addr} already belongs to MDS {owner}")
-                    pipe.multi()
-                    pipe.hset(store.MDS_KEY, name, store.pack(record))
-                    stale = set(old["addresses"]) - set(record["addresses"]) if old else set()
-                    if stale:
-                        pipe.hdel(store.MDS_ADDR_KEY, *sorted(stale))
-                    if record["addresses"]:
-                        pipe.hset(store.MDS_ADDR_KEY,
-                                  mapping={a: name for a in record["addresses"]})
-                    pipe.execute()
-                    return old is None, {"name": name, **record}
-                except redis.WatchError:
-                    continue
-        raise Busy("too many concurrent changes, retry")
+
+        def attempt(pipe):
+            pipe.watch(store.MDS_KEY, store.MDS_ADDR_KEY)
+            old = store.unpack(pipe.hget(store.MDS_KEY, name))
+            if record["addresses"]:
+                owners = pipe.hmget(store.MDS_ADDR_KEY, record["addresses"])
+                for addr, owner in zip(record["addresses"], owners):
+                    owner = _s(owner)
+                    if owner is not None and owner != name:
+                        raise Invalid(f"address {addr} already belongs to MDS {owner}")
+            pipe.multi()
+            pipe.hset(store.MDS_KEY, name, store.pack(record))
+            stale = set(old["addresses"]) - set(record["addresses"]) if old else set()
+            if stale:
+                pipe.hdel(store.MDS_ADDR_KEY, *sorted(stale))
+            if record["addresses"]:
+                pipe.hset(store.MDS_ADDR_KEY, mapping={a: name for a in record["addresses"]})
+            pipe.execute()
+            return old is None, {"name": name, **record}
+
+        return self._transaction(attempt)
 
     def delete_mds(self, name):
         """Remove an MDS. NotFound if absent; Conflict while a user still uses it."""
         if not valid_mds_name(name):
             raise NotFound(f"no MDS {name}")
-        for _ in range(WATCH_RETRIES):
-            with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(store.MDS_KEY, store.MDS_ADDR_KEY, store.USERS_KEY)
-                    old = store.unpack(pipe.hget(store.MDS_KEY, name))
-                    if old is None:
-                        pipe.reset()
-                        raise NotFound(f"no MDS {name}")
-                    numbers = _sort_numbers(_s(n) for n in pipe.smembers(store.USERS_KEY))
-                    users = []
-                    if numbers:
-                        # Watch every user: one assigned to this MDS meanwhile aborts us.
-                        keys = [store.user_key(n) for n in numbers]
-                        for i in range(0, len(keys), 1000):
-                            pipe.watch(*keys[i:i + 1000])
-                        raw = self._read(lambda p: [p.hget(k, "profile") for k in keys])
-                        for n, profile in zip(numbers, map(store.unpack, raw)):
-                            if profile is not None and profile.get("mds") == name:
-                                users.append(n)
-                    if users:
-                        pipe.reset()
-                        shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
-                        raise Conflict(f"MDS {name} is still used by {len(users)} user(s): "
-                                       f"{shown}")
-                    pipe.multi()
-                    pipe.hdel(store.MDS_KEY, name)
-                    if old["addresses"]:
-                        pipe.hdel(store.MDS_ADDR_KEY, *old["addresses"])
-                    pipe.execute()
-                    return {"name": name, **old}
-                except redis.WatchError:
-                    continue
-        raise Busy("too many concurrent changes, retry")
+
+        def attempt(pipe):
+            pipe.watch(store.MDS_KEY, store.MDS_ADDR_KEY, store.USERS_KEY)
+            old = store.unpack(pipe.hget(store.MDS_KEY, name))
+            if old is None:
+                raise NotFound(f"no MDS {name}")
+            numbers = _sort_numbers(_s(n) for n in pipe.smembers(store.USERS_KEY))
+            users = []
+            if numbers:
+                # Watch every user: one assigned to this MDS meanwhile aborts us.
+                keys = [store.user_key(n) for n in numbers]
+                for i in range(0, len(keys), 1000):
+                    pipe.watch(*keys[i:i + 1000])
+                raw = self._read(lambda p: [p.hget(k, "profile") for k in keys])
+                for n, profile in zip(numbers, map(store.unpack, raw)):
+                    if profile is not None and profile.get("mds") == name:
+                        users.append(n)
+            if users:
+                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+                raise Conflict(f"MDS {name} is still used by {len(users)} user(s): {shown}")
+            pipe.multi()
+            pipe.hdel(store.MDS_KEY, name)
+            if old["addresses"]:
+                pipe.hdel(store.MDS_ADDR_KEY, *old["addresses"])
+            pipe.execute()
+            return {"name": name, **old}
+
+        return self._transaction(attempt)
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.support.net import free_port
+from tests.support.sipp import free_port
 from tests.support.proxy import ROOT, Proxy
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
-from tests.support.net import free_port
+from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
 from tests.test_calls_unit import commands_since_reset
 

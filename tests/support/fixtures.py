@@ -4,9 +4,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.support.net import free_port
 from tests.support.proxy import Proxy
-from tests.support.sipp import Sipp
+from tests.support.sipp import Sipp, free_port
 
 MDS_IP = "127.0.0.10"
 DESKPHONE_IP = "127.0.0.20"

@@ -9,18 +9,13 @@ Stopped by its PID only (SIGTERM, then SIGKILL after a grace period).
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import redis
 
-
-def free_port(host="127.0.0.1"):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+from tests.support.sipp import free_port
 
 
 class RedisProcess:

@@ -62,6 +62,8 @@ import threading
 import time
 from typing import Iterable
 
+from tests.support.sipmessage import SipMessage
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIO_DIR = os.path.join(REPO_ROOT, "sipp_scenarios")
 SIPP_BIN = os.environ.get("SIPP_BIN", "sipp")
@@ -101,7 +103,8 @@ _ports_lock = threading.Lock()
 def free_port(ip: str = "127.0.0.1", kind: str = "udp") -> int:
     """A port free for both UDP and TCP on `ip` (kind is accepted for readability:
     both are always checked, so the port serves either transport). Ports already
-    handed out by this process are not handed out again."""
+    handed out by this process are not handed out again, which is why every port of
+    the tests (proxy, Redis, SIPp) comes from here."""
     if kind not in ("udp", "tcp", "both"):
         raise ValueError(f"kind must be udp, tcp or both, not {kind!r}")
     for _ in range(200):
@@ -136,137 +139,17 @@ def _port_in_use(ip: str, port: int, kind: str) -> bool:
 # ----------------------------------------------------------------------------
 # SIP messages
 
-COMPACT = {
-    "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
-    "c": "content-type", "f": "from", "s": "subject", "k": "supported", "t": "to",
-    "v": "via", "r": "refer-to", "b": "referred-by", "o": "event", "u": "allow-events",
-    "a": "accept-contact", "j": "reject-contact", "d": "request-disposition",
-    "x": "session-expires", "y": "identity", "n": "identity-info",
-}
 
-
-def _split_commas(value: str) -> list[str]:
-    """Split a header value on commas outside <...> and quotes."""
-    parts, cur, depth, quoted = [], [], 0, False
-    for ch in value:
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            depth += 1
-        elif not quoted and ch == ">":
-            depth = max(0, depth - 1)
-        if ch == "," and not quoted and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if "".join(cur).strip():
-        parts.append("".join(cur).strip())
-    return parts
-
-
-class SipMessage:
-    """A SIP message from a SIPp message log (or any raw text).
-
-    .method / .ruri (requests), .status / .reason (responses), .header(name) first
-    value or None, .header_all(name) every value (header lines; comma-separated
-    values of Via/Route/Record-Route/Contact... split), .body, .raw; header names are
-    case-insensitive and compact forms are expanded. .direction is "sent" or
-    "received", .transport "UDP"/"TCP"/"TLS", .timestamp as SIPp logged it.
-    """
+class SippMessage(SipMessage):
+    """A SIP message from a SIPp message log: .direction is "sent" or "received",
+    .transport "UDP"/"TCP"/"TLS", .timestamp as SIPp logged it. Parsed leniently, so
+    that an entry read while SIPp is still writing it is kept as far as it goes."""
 
     def __init__(self, raw: str, direction: str = "", transport: str = "", timestamp: str = ""):
-        self.raw = raw
+        super().__init__(raw, strict=False)
         self.direction = direction
         self.transport = transport
         self.timestamp = timestamp
-        head, sep, body = raw.partition("\r\n\r\n")
-        if not sep:
-            head, sep, body = raw.partition("\n\n")
-        self.body = body
-        lines = head.replace("\r\n", "\n").split("\n")
-        # unfold continuation lines
-        unfolded: list[str] = []
-        for line in lines:
-            if line[:1] in (" ", "\t") and unfolded:
-                unfolded[-1] += " " + line.strip()
-            else:
-                unfolded.append(line)
-        self.first_line = unfolded[0].strip() if unfolded else ""
-        self.headers: list[tuple[str, str]] = []
-        for line in unfolded[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                continue
-            self.headers.append((name.strip(), value.strip()))
-        self.method: str | None = None
-        self.ruri: str | None = None
-        self.status: int | None = None
-        self.reason: str | None = None
-        parts = self.first_line.split(" ", 2)
-        if parts[0].upper().startswith("SIP/") and len(parts) >= 2 and parts[1].isdigit():
-            self.status = int(parts[1])
-            self.reason = parts[2] if len(parts) > 2 else ""
-        elif len(parts) >= 2:
-            self.method = parts[0].upper()
-            self.ruri = parts[1]
-
-    @staticmethod
-    def _norm(name: str) -> str:
-        n = name.strip().lower()
-        return COMPACT.get(n, n)
-
-    def header(self, name: str) -> str | None:
-        values = self.header_all(name)
-        return values[0] if values else None
-
-    def header_all(self, name: str) -> list[str]:
-        want = self._norm(name)
-        out: list[str] = []
-        for n, v in self.headers:
-            if self._norm(n) == want:
-                if want in ("via", "route", "record-route", "contact", "path", "allow",
-                            "supported", "require", "diversion", "p-asserted-identity"):
-                    out.extend(_split_commas(v))
-                else:
-                    out.append(v)
-        return out
-
-    def has_header(self, name: str) -> bool:
-        return bool(self.header_all(name))
-
-    @property
-    def is_request(self) -> bool:
-        return self.method is not None
-
-    @property
-    def is_response(self) -> bool:
-        return self.status is not None
-
-    @property
-    def call_id(self) -> str | None:
-        return self.header("Call-ID")
-
-    @property
-    def cseq(self) -> tuple[int, str] | None:
-        v = self.header("CSeq")
-        if not v:
-            return None
-        num, _, method = v.partition(" ")
-        try:
-            return int(num), method.strip().upper()
-        except ValueError:
-            return None
-
-    @property
-    def cseq_method(self) -> str | None:
-        c = self.cseq
-        return c[1] if c else None
-
-    def uri_user(self, header: str | None = None) -> str | None:
-        """User part of the Request-URI (header=None) or of a header's URI."""
-        text = self.ruri if header is None else self.header(header)
-        return uri_user(text) if text else None
 
     def summary(self) -> str:
         arrow = {"sent": "->", "received": "<-"}.get(self.direction, "  ")
@@ -277,13 +160,7 @@ class SipMessage:
         return f"{arrow} {self.transport or '?'} {what}"
 
     def __repr__(self) -> str:
-        return f"<SipMessage {self.summary()} call-id={self.call_id}>"
-
-
-def uri_user(text: str) -> str | None:
-    """'"A" <sip:1000@host;x=y>;tag=1' -> '1000'."""
-    m = re.search(r"sips?:([^@;>]+)@", text)
-    return m.group(1) if m else None
+        return f"<SippMessage {self.summary()} call-id={self.call_id}>"
 
 
 _LOG_SEP = re.compile(rb"^-{47} (?P<ts>[^\n]*)\n", re.M)
@@ -292,12 +169,12 @@ _LOG_HEAD = re.compile(
     rb"(?:\[(?P<n1>\d+)\] bytes :|\((?P<n2>\d+) bytes\):)\n\n")
 
 
-def parse_message_log(data: bytes | str) -> list[SipMessage]:
-    """Parse a SIPp -trace_msg file into SipMessage objects (partial last entries
+def parse_message_log(data: bytes | str) -> list[SippMessage]:
+    """Parse a SIPp -trace_msg file into SippMessage objects (partial last entries
     are kept as far as they go)."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogateescape")
-    out: list[SipMessage] = []
+    out: list[SippMessage] = []
     seps = list(_LOG_SEP.finditer(data))
     for i, sep in enumerate(seps):
         end = seps[i + 1].start() if i + 1 < len(seps) else len(data)
@@ -310,13 +187,13 @@ def parse_message_log(data: bytes | str) -> list[SipMessage]:
         text = raw.decode("utf-8", "replace")
         if not text.strip():
             continue
-        out.append(SipMessage(text, direction=m.group("dir").decode(),
+        out.append(SippMessage(text, direction=m.group("dir").decode(),
                               transport=m.group("transport").decode(),
                               timestamp=sep.group("ts").decode().strip()))
     return out
 
 
-def _matches(msg: SipMessage, what) -> bool:
+def _matches(msg: SippMessage, what) -> bool:
     if what is None:
         return True
     if isinstance(what, int):
@@ -365,27 +242,27 @@ class SippResult:
         """ok, or stopped by stop() (SIPp exits 0 on SIGTERM whatever happened)."""
         return self.ok or self.stopped
 
-    def received(self, what=None) -> list[SipMessage]:
+    def received(self, what=None) -> list[SippMessage]:
         """Received messages: requests by method ("INVITE"), responses by code (200),
         or a predicate; None: all."""
         return [m for m in self.messages if m.direction == "received" and _matches(m, what)]
 
-    def sent(self, what=None) -> list[SipMessage]:
+    def sent(self, what=None) -> list[SippMessage]:
         return [m for m in self.messages if m.direction == "sent" and _matches(m, what)]
 
-    def received_responses(self) -> list[SipMessage]:
+    def received_responses(self) -> list[SippMessage]:
         return [m for m in self.received() if m.is_response]
 
-    def received_requests(self) -> list[SipMessage]:
+    def received_requests(self) -> list[SippMessage]:
         return [m for m in self.received() if m.is_request]
 
-    def final_responses(self, method: str | None = None) -> list[SipMessage]:
+    def final_responses(self, method: str | None = None) -> list[SippMessage]:
         """Received final (>= 200) responses, optionally to requests of `method`."""
         return [m for m in self.received()
                 if m.is_response and m.status >= 200
                 and (method is None or m.cseq_method == method.upper())]
 
-    def last_final(self, method: str | None = None) -> SipMessage | None:
+    def last_final(self, method: str | None = None) -> SippMessage | None:
         finals = self.final_responses(method)
         return finals[-1] if finals else None
 
@@ -546,13 +423,15 @@ class TlsRelay:
         self.client_ctx.verify_mode = ssl.CERT_NONE
         self.tls_listener = self._listen(tls_port)
         self.port = None
-        self.threads = [threading.Thread(target=self._accept_tls, daemon=True,
-                                         name="sipp-tls-relay-in")]
+        self.threads = [threading.Thread(
+            target=self._serve, daemon=True, name="sipp-tls-relay-in",
+            args=(self.tls_listener, self._from_proxy, "incoming connection failed"))]
         if remote:
             self.tcp_listener = self._listen(0)
             self.port = self.tcp_listener.getsockname()[1]
-            self.threads.append(threading.Thread(target=self._accept_sipp, daemon=True,
-                                                 name="sipp-tls-relay-out"))
+            self.threads.append(threading.Thread(
+                target=self._serve, daemon=True, name="sipp-tls-relay-out",
+                args=(self.tcp_listener, self._from_sipp, f"cannot connect to {remote}")))
         for t in self.threads:
             t.start()
 
@@ -582,40 +461,36 @@ class TlsRelay:
                 return None
         return None
 
-    def _accept_tls(self):
-        """The proxy opens a TLS connection to the phone: relay it to SIPp."""
+    def _serve(self, listener, open_pair, failure: str):
+        """Relay every connection accepted on listener: open_pair(accepted) returns
+        the (SIPp side, TLS side) to pump between; failure names what went wrong
+        when it raises."""
         while not self.closed.is_set():
-            raw = self._accept(self.tls_listener)
-            if raw is None:
+            conn = self._accept(listener)
+            if conn is None:
                 return
-            self._track(raw)
+            self._track(conn)  # close() must be able to interrupt open_pair
             try:
-                raw.settimeout(10)
-                tls = self.server_ctx.wrap_socket(raw, server_side=True)
-                tls.settimeout(None)
-                to_sipp = socket.create_connection((self.local_ip, self.sipp_port), timeout=5)
+                pair = open_pair(conn)
             except (OSError, ssl.SSLError) as e:
-                self.error = f"TLS relay: incoming connection failed: {e}"
-                raw.close()
+                self.error = f"TLS relay: {failure}: {e}"
+                conn.close()
                 continue
-            self._track(to_sipp)
-            threading.Thread(target=self._pump, args=(to_sipp, tls), daemon=True).start()
+            for s in pair:
+                if s is not conn:
+                    self._track(s)
+            threading.Thread(target=self._pump, args=pair, daemon=True).start()
 
-    def _accept_sipp(self):
+    def _from_proxy(self, raw: socket.socket) -> tuple[socket.socket, ssl.SSLSocket]:
+        """The proxy opened a TLS connection to the phone: relay it to SIPp."""
+        raw.settimeout(10)
+        tls = self.server_ctx.wrap_socket(raw, server_side=True)
+        tls.settimeout(None)
+        return socket.create_connection((self.local_ip, self.sipp_port), timeout=5), tls
+
+    def _from_sipp(self, client: socket.socket) -> tuple[socket.socket, ssl.SSLSocket]:
         """SIPp's own connection (-rsa): relay it to the remote over TLS."""
-        while not self.closed.is_set():
-            client = self._accept(self.tcp_listener)
-            if client is None:
-                return
-            self._track(client)
-            try:
-                server = self._connect_remote()
-            except (OSError, ssl.SSLError) as e:
-                self.error = f"TLS relay: cannot connect to {self.remote}: {e}"
-                client.close()
-                continue
-            self._track(server)
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+        return client, self._connect_remote()
 
     def _connect_remote(self) -> ssl.SSLSocket:
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -948,7 +823,7 @@ class SippProcess:
     def running(self) -> bool:
         return self.proc.poll() is None
 
-    def messages(self) -> list[SipMessage]:
+    def messages(self) -> list[SippMessage]:
         try:
             with open(self.sipp.message_file, "rb") as f:
                 msgs = parse_message_log(f.read())
@@ -956,7 +831,7 @@ class SippProcess:
             return []
         return self._on_the_wire(msgs)
 
-    def _on_the_wire(self, msgs: list[SipMessage]) -> list[SipMessage]:
+    def _on_the_wire(self, msgs: list[SippMessage]) -> list[SippMessage]:
         relay = self.sipp.tls_relay
         if not relay:
             return msgs
@@ -966,16 +841,16 @@ class SippProcess:
                 raw = m.raw.encode("utf-8", "surrogateescape")
                 head, sep, body = raw.partition(b"\r\n\r\n")
                 raw = _tcp_to_tls(head + sep, relay.swap) + body
-                m = SipMessage(raw.decode("utf-8", "replace"), m.direction, "TLS", m.timestamp)
+                m = SippMessage(raw.decode("utf-8", "replace"), m.direction, "TLS", m.timestamp)
             else:
                 m.transport = "TLS"
             out.append(m)
         return out
 
-    def received(self, what=None) -> list[SipMessage]:
+    def received(self, what=None) -> list[SippMessage]:
         return [m for m in self.messages() if m.direction == "received" and _matches(m, what)]
 
-    def wait_for(self, what, timeout: float = 10.0, count: int = 1) -> list[SipMessage]:
+    def wait_for(self, what, timeout: float = 10.0, count: int = 1) -> list[SippMessage]:
         """Block until `count` received messages match `what` (method, code or
         predicate); returns them. Raises SippError (with the run's description) on
         timeout or if SIPp exits first."""

@@ -169,7 +169,7 @@ class kamailio:
         result = registrar.process_register(req, profile["line_type"], stored, now,
                                             CFG.max_contacts)
         if result.code == 200:
-            registrar.apply(number, result, now)
+            registrar.apply(number, result)
             if bound and result.upserts:
                 KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)

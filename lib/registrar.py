@@ -6,7 +6,6 @@ from lib import config as cfgmod
 from lib import sipmsg, store
 from lib.routing import DEVICE_CLASSES, class_allowed, device_class
 
-CONNECTION_TRANSPORTS = ("tcp", "tls", "ws", "wss")
 # Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
 KEY_GRACE_SECONDS = 60
 
@@ -33,6 +32,7 @@ class RegisterResult:
     headers: list = field(default_factory=list)
     upserts: dict = field(default_factory=dict)
     removals: list = field(default_factory=list)
+    last_expiry: float | None = None    # of the user's longest binding after this change
 
 
 def live(contacts, now):
@@ -92,7 +92,8 @@ def process_register(req, line_type, stored, now, max_contacts,
     if sum(1 for c in after.values() if c["class"] == klass) > max_contacts:
         return RegisterResult(403, f"Too many {klass} contacts (at most {max_contacts})")
     headers = [contact_header(c, now) for c in after.values()]
-    return RegisterResult(200, "OK", headers, upserts, removals)
+    last = max((c["expires_at"] for c in after.values()), default=None)
+    return RegisterResult(200, "OK", headers, upserts, removals, last)
 
 
 def contact_expires(params, header_expires, default_expires):
@@ -116,7 +117,8 @@ def load(number):
     return store.call(read)
 
 
-def apply(number, result, now):
+def apply(number, result):
+    """Write a 200 decision in one MULTI round trip."""
     if not result.upserts and not result.removals:
         return
 
@@ -132,22 +134,15 @@ def apply(number, result, now):
                 pipe.sadd(ckey, f"{number}|{fld}")
                 pipe.expireat(ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS)
                 pipe.sadd(store.conns_key(contact["node"]), contact["peer"])
+        if result.last_expiry is not None:
+            # The hash lives as long as its longest binding, so a missed close event still
+            # ends; only ever extended (NX for a new key, GT after): a concurrent REGISTER
+            # that saw fewer bindings never cuts another's short.
+            until = int(result.last_expiry) + KEY_GRACE_SECONDS
+            pipe.expireat(key, until, nx=True)
+            pipe.expireat(key, until, gt=True)
         pipe.execute()
-        # The hash lives as long as its longest binding (a missed close event still ends).
-        refresh_ttl(r, number, now)
     store.call(write)
-
-
-def refresh_ttl(r, number, now):
-    key = store.contacts_key(number)
-    remaining = [store.unpack(v)["expires_at"] for v in r.hvals(key)]
-    if remaining:
-        r.expireat(key, int(max(remaining)) + KEY_GRACE_SECONDS)
-
-
-def contacts_of(number, now):
-    raw = store.call(lambda r: r.hgetall(store.contacts_key(number)))
-    return live({f.decode(): store.unpack(v) for f, v in raw.items()}, now)
 
 
 def registered_classes(r, number, now):

@@ -28,7 +28,7 @@ def register(number, transport, peer=None, conid=None, uri="sip:x@h"):
                           socket="tcp:127.0.0.1:8088", conid=conid, peer=peer,
                           contacts=[f"<{uri}>"], expires="600", call_id=uri, cseq=1, node="n1")
     result = registrar.process_register(req, "ua", {}, now, 5)
-    registrar.apply(number, result, now)
+    registrar.apply(number, result)
 
 
 def test_context_from_mds_to_a_did(prov):

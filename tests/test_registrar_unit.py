@@ -99,10 +99,10 @@ def test_expired_bindings_are_purged_and_not_listed():
 def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url, r):
     now = time.time()
     desk = process_register(request(["<sip:desk@h>"], "600"), "ua", {}, now, 5)
-    registrar.apply("1000", desk, now)
+    registrar.apply("1000", desk)
     tab = process_register(request(["<sip:tab@x.invalid;transport=ws>"], "600", transport="ws",
                                    call_id="w", conid=7), "ua", {}, now, 5)
-    registrar.apply("1000", tab, now)
+    registrar.apply("1000", tab)
     assert r.ttl(store.contacts_key("1000")) > 600
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
     assert registrar.drop_connection("n1", "127.0.0.20:40007") == 1
@@ -113,12 +113,28 @@ def test_close_of_an_old_connection_spares_a_binding_moved_to_a_new_one(redis_ur
     NOW = time.time()  # noqa: N806 (Redis expires keys by the real clock)
     first = process_register(request(['<sip:a@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>"'],
                                      "600", transport="ws", conid=7), "ua", {}, NOW, 5)
-    registrar.apply("1000", first, NOW)
+    registrar.apply("1000", first)
     moved = process_register(request(['<sip:b@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>"'],
                                      "600", transport="ws", conid=9, cseq=2), "ua",
                              first.upserts, NOW, 5)
-    registrar.apply("1000", moved, NOW)
+    registrar.apply("1000", moved)
     assert registrar.drop_connection("n1", "127.0.0.20:40007") == 0
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is True
     assert registrar.drop_node_connections("n1") == 1
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is False
+
+
+def test_register_writes_in_one_round_trip_and_ttl_only_grows(redis_url, r, monkeypatch):
+    now = time.time()
+    long = process_register(request(["<sip:a@h>"], "3600"), "ua", {}, now, 5)
+    sent = []
+    execute = type(r).execute_command
+    monkeypatch.setattr(type(r), "execute_command",
+                        lambda self, *args, **kw: sent.append(args[0]) or execute(self, *args, **kw))
+    registrar.apply("1000", long)
+    assert sent == []                               # a pipeline: one MULTI ... EXEC round trip
+    monkeypatch.undo()
+    assert 3600 < r.ttl(store.contacts_key("1000")) <= 3600 + registrar.KEY_GRACE_SECONDS
+    short = process_register(request(["<sip:b@h>"], "60", call_id="b"), "ua", {}, now, 5)
+    registrar.apply("1000", short)                  # saw only its own binding
+    assert r.ttl(store.contacts_key("1000")) > 3600

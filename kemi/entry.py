@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import api, calls, config, registrar, routing, store  # noqa: E402
+from lib import api, calls, config, media, registrar, routing, store  # noqa: E402
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -20,6 +20,7 @@ IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
 HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
                         "Access-Control-Request-Method", "Access-Control-Request-Headers")
 CFG = config.load()
+MEDIA = CFG.media == "rtpengine"
 
 
 def mod_init():
@@ -111,6 +112,8 @@ class kamailio:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
             alias_contact()
+            if MEDIA and not self.media_in_dialog():
+                return
             self.relay()
             return
         if KSR.is_ACK():
@@ -122,11 +125,44 @@ class kamailio:
     def relay(self):
         if KSR.is_method_in("IU"):
             KSR.tm.t_on_reply("ksr_onreply_device")
-        KSR.tm.t_relay()
+        if KSR.tm.t_relay() < 0 and MEDIA and KSR.is_INVITE():
+            KSR.rtpengine.rtpengine_delete("")
+
+    # --- media ------------------------------------------------------------------------
+
+    def media_offer(self, target):
+        """Adapt an SDP offer for the side it goes to; False (503 sent) if rtpengine is
+        unreachable."""
+        if KSR.sdpops.sdp_content() < 0:
+            return True
+        if KSR.rtpengine.rtpengine_offer(media.offer_flags(target)) > 0:
+            return True
+        reply(503, "Media Relay Unavailable", ["Retry-After: 1"])
+        return False
+
+    def media_in_dialog(self):
+        if KSR.is_BYE():
+            KSR.rtpengine.rtpengine_delete("")
+            return True
+        if not KSR.is_method_in("IU"):
+            return True
+        # Both sides' classes ride in our Record-Route: no state is read in-dialog.
+        target = media.in_dialog_target(
+            KSR.rr.is_direction("downstream") > 0,
+            KSR.rr.check_route_param(f"{media.CALLEE_PARAM}={media.WEBRTC}") > 0,
+            KSR.rr.check_route_param(f"{media.CALLER_PARAM}={media.WEBRTC}") > 0)
+        return self.media_offer(target)
+
+    def ksr_failure_media(self, msg):
+        # The call failed, was cancelled or timed out: release its media session.
+        guarded(KSR.rtpengine.rtpengine_delete, "")
+        return 1
 
     def ksr_onreply_device(self, msg):
         if 100 < KSR.pv.get("$rs") < 300:
             guarded(alias_contact)
+            if MEDIA and KSR.sdpops.sdp_content() > 0:
+                guarded(KSR.rtpengine.rtpengine_answer, media.ANSWER_FLAGS)
         return 1
 
     # --- registrar --------------------------------------------------------------------
@@ -212,6 +248,13 @@ class kamailio:
         if isinstance(decision, routing.Reject):
             reply(decision.code, decision.text)
             return
+        if MEDIA and KSR.is_INVITE():
+            caller = None if ctx.source_mds else routing.device_class(pv("$pr"))
+            callee = decision.device if isinstance(decision, routing.Ring) else None  # MDS
+            if not self.media_offer(callee):
+                return
+            KSR.rr.add_rr_param(media.route_params(caller, callee))
+            KSR.tm.t_on_failure("ksr_failure_media")
         if isinstance(decision, routing.RelayToMds):
             KSR.seturi(decision.ruri)
             KSR.hdr.append(f"P-Asserted-Identity: {decision.identity}\r\n")

@@ -30,6 +30,7 @@ from http import HTTPStatus
 import redis
 
 from lib import config as config_mod
+from lib import media
 from lib import provisioning
 from lib import store
 
@@ -346,6 +347,9 @@ def health(ctx, req, params, who):
         log.warning("health: state store unreachable: %s", exc)
         ctx.event("store_error")
         return Response(503, {"status": "degraded", "reason": "state store unreachable"},
+                        {"Retry-After": "1"})
+    if ctx.config.media == "rtpengine" and not media.alive(ctx.config.rtpengine_url):
+        return Response(503, {"status": "degraded", "reason": "media relay unreachable"},
                         {"Retry-After": "1"})
     return Response(200, {"status": "ok"})
 

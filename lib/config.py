@@ -20,6 +20,7 @@ class Config:
     api_token: str
     node_id: str
     media: str
+    rtpengine_url: str
     voicemail_number: str
     voicemail_prefix: str
     max_contacts: int
@@ -41,7 +42,8 @@ def load(env=None) -> Config:
         redis_url=env.get("UA_REDIS_URL", ""),
         api_token=env.get("UA_API_TOKEN", ""),
         node_id=env.get("UA_NODE_ID", socket.gethostname()),
-        media=env.get("UA_MEDIA", "passthrough"),
+        media=env.get("UA_MEDIA", "rtpengine"),
+        rtpengine_url=env.get("UA_RTPENGINE_URL", ""),
         voicemail_number=env.get("UA_VOICEMAIL_NUMBER", "*98"),
         voicemail_prefix=env.get("UA_VOICEMAIL_PREFIX", "vm-"),
         max_contacts=int(env.get("UA_MAX_CONTACTS", "5")),

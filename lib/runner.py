@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,6 +56,40 @@ def start_redis(var):
     return proc, url
 
 
+def rtp_interface(env):
+    """rtpengine binds media on one concrete address (a wildcard listener means this host's
+    own, e.g. a container's), and writes UA_ADVERTISE in the SDP when set."""
+    if env.get("UA_RTP_INTERFACE"):
+        return env["UA_RTP_INTERFACE"]
+    local = env["UA_LISTEN"]
+    if local in ("0.0.0.0", "::"):
+        local = socket.gethostbyname(socket.gethostname())
+    return local + (f"!{env['UA_ADVERTISE']}" if env.get("UA_ADVERTISE") else "")
+
+
+def start_rtpengine(var, env):
+    """Embedded rtpengine: user-space forwarding (no kernel module), ng control on a free
+    loopback UDP port."""
+    from lib import media
+    data = var / "rtpengine"
+    data.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"udp:127.0.0.1:{probe.getsockname()[1]}"
+    interface = rtp_interface(env)
+    log = open(data / "rtpengine.log", "ab")
+    proc = subprocess.Popen(
+        ["rtpengine", "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
+         f"--interface={interface}", f"--listen-ng={url.removeprefix('udp:')}",
+         f"--port-min={env.get('UA_RTP_PORT_MIN', '30000')}",
+         f"--port-max={env.get('UA_RTP_PORT_MAX', '39999')}",
+         "--delete-delay=0", f"--pidfile={data / 'rtpengine.pid'}"],
+        stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    wait_for(lambda: media.alive(url), 10, "embedded rtpengine")
+    return proc, url
+
+
 def redis_ping(url):
     import redis
     try:
@@ -86,6 +121,9 @@ def kamailio_command(env, run_dir):
         "UA_DEBUG": env.get("UA_DEBUG", "1"),
         "UA_CHILDREN": env.get("UA_CHILDREN", "4"),
     }
+    if env["UA_MEDIA"] == "rtpengine":
+        defines["UA_WITH_RTPENGINE"] = "1"
+        defines["UA_RTPENGINE_SOCK"] = f'"{env["UA_RTPENGINE_URL"]}"'
     cmd = ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-Y", str(run_dir),
            "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "128"),
            "-M", env.get("UA_PKG_MB", "16")]
@@ -115,9 +153,9 @@ def main():
                         ("UA_HTTP_PORT", defaults.http_port), ("UA_HTTPS_PORT", defaults.https_port),
                         ("UA_DOMAIN", defaults.domain), ("UA_NODE_ID", defaults.node_id)):
         env.setdefault(name, str(value))
-    if env.get("UA_MEDIA", "passthrough") != "passthrough":
-        raise SystemExit("ua-proxy: only UA_MEDIA=passthrough is available in this version")
-    env["UA_MEDIA"] = "passthrough"
+    env.setdefault("UA_MEDIA", defaults.media)
+    if env["UA_MEDIA"] not in ("rtpengine", "passthrough"):
+        raise SystemExit("ua-proxy: UA_MEDIA must be rtpengine or passthrough")
     if not env.get("UA_API_TOKEN"):
         env["UA_API_TOKEN"] = api_token(var)
         log(f"admin API token (kept in {var / 'api_token'}): {env['UA_API_TOKEN']}")
@@ -129,6 +167,10 @@ def main():
         redis_proc, env["UA_REDIS_URL"] = start_redis(var)
         started.append(redis_proc)
         log(f"embedded Redis at {env['UA_REDIS_URL']}")
+    if env["UA_MEDIA"] == "rtpengine" and not env.get("UA_RTPENGINE_URL"):
+        rtpengine_proc, env["UA_RTPENGINE_URL"] = start_rtpengine(var, env)
+        started.append(rtpengine_proc)
+        log(f"embedded rtpengine, ng control at {env['UA_RTPENGINE_URL']}")
 
     os.environ.update(env)
     from lib import registrar

@@ -384,6 +384,49 @@ def deskphone_answer():
     return uas_answer(hangup=False)
 
 
+def deskphone_answer_reoffer():
+    """Media renegotiation both ways: answers, accepts the caller's re-INVITE (200 with
+    SDP), then sends its own re-INVITE with SDP upstream, then waits for the BYE."""
+    out = uas_start()
+    out += msg(uas_reply("200 OK", body=True), retrans=True)
+    out += recv_request("ACK")
+    out += recv_request("INVITE")
+    out += msg(uas_reply("200 OK", body=True, tag=False), retrans=True)
+    out += recv_request("ACK")
+    reinvite = f"""
+INVITE [next_url] SIP/2.0
+{VIA}
+[routes]
+Max-Forwards: 70
+From:[$own_to];tag=[pid]SIPpTag01[call_number]
+To:[$peer_from]
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>
+{UA}
+Content-Type: application/sdp
+Content-Length: [len]
+
+{SDP}"""
+    out += msg(reinvite, retrans=True)
+    out += recv_response(100, optional=True)
+    out += recv_response(200)
+    out += msg(f"""
+ACK [next_url] SIP/2.0
+{VIA}
+[routes]
+Max-Forwards: 70
+From:[$own_to];tag=[pid]SIPpTag01[call_number]
+To:[$peer_from]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Content-Length: 0
+""")
+    out += recv_request("BYE")
+    out += uas_finish(send_with_action(uas_reply("200 OK", contact=None, record_route=False, tag=False)))
+    return out
+
+
 def deskphone_answer_hangup():
     return uas_answer(hangup=True)
 
@@ -603,6 +646,7 @@ SCENARIOS = {
     "deskphone_unregister_all": (deskphone_unregister_all, "UAC: REGISTER Contact: * Expires 0 (with digest), ends on any final response."),
     "deskphone_online": (deskphone_online, "UAC: REGISTER, stays for hold_ms on the same socket, un-registers. Use with -oocsf deskphone_answer.xml to answer calls meanwhile."),
     "deskphone_answer": (deskphone_answer, "UAS: the deskphone rings and answers: INVITE, 180, ring_ms, 200 with SDP, ACK, BYE from the caller, 200."),
+    "deskphone_answer_reoffer": (deskphone_answer_reoffer, "UAS: answers (200 with SDP), accepts the caller's re-INVITE, sends its own re-INVITE upstream, then waits for the BYE."),
     "deskphone_answer_hangup": (deskphone_answer_hangup, "UAS: answers like deskphone_answer, then hangs up itself after talk_ms (BYE along the Record-Route)."),
     "deskphone_ring": (deskphone_ring, "UAS: rings until cancelled: INVITE, 180, CANCEL, 200, 487, ACK."),
     "deskphone_reject": (deskphone_reject, "UAS: INVITE, 180, ring_ms, final [code] [reason] (default 486 Busy Here), ACK."),

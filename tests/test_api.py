@@ -21,7 +21,8 @@ def basic(number, password):
 
 @pytest.fixture
 def env(redis_url):
-    return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN}
+    return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN,
+            "UA_MEDIA": "passthrough"}
 
 
 @pytest.fixture
@@ -634,3 +635,15 @@ def test_any_user_route_and_literal_beats_parameter(call, users, extra_routes):
     assert call("GET", "/api/v1/users/export", headers=ADMIN).body == {"export": True}
     assert call("GET", "/api/v1/users/1000", headers=ADMIN).body["number"] == "1000"
     assert call("DELETE", "/api/v1/users/export", headers=ADMIN).status == 405
+
+
+def test_health_degraded_while_media_relay_unreachable(call, tmp_path):
+    from tests.support.rtpengineproc import RtpengineProcess
+    rtpengine = RtpengineProcess(tmp_path).start()
+    over = {"UA_MEDIA": "rtpengine", "UA_RTPENGINE_URL": rtpengine.url}
+    try:
+        assert call("GET", "/api/v1/health", env_over=over).status == 200
+    finally:
+        rtpengine.stop()
+    resp = call("GET", "/api/v1/health", env_over=over)
+    assert (resp.status, resp.body["reason"]) == (503, "media relay unreachable")

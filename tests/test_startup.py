@@ -1,6 +1,6 @@
 """Contract section 1: the runner behind `make run` with nothing configured starts its own
-Redis (append-only), makes and prints an API token and a certificate, and stops
-everything it started."""
+Redis (append-only) and rtpengine (media is on by default), makes and prints an API token
+and a certificate, and stops everything it started."""
 import os
 import signal
 import subprocess
@@ -53,7 +53,15 @@ def stop(proc):
     return started
 
 
-def test_embedded_redis_token_and_certificate(tmp_path):
+def command_names(pids):
+    names = []
+    for pid in pids:
+        with open(f"/proc/{pid}/comm") as f:
+            names.append(f.read().strip())
+    return sorted(names)
+
+
+def test_embedded_redis_rtpengine_token_and_certificate(tmp_path):
     var = tmp_path / "var"
     ports = {name: str(free_port()) for name in
              ("UA_SIP_PORT", "UA_TLS_PORT", "UA_HTTP_PORT", "UA_HTTPS_PORT")}
@@ -67,8 +75,9 @@ def test_embedded_redis_token_and_certificate(tmp_path):
         "name": "Alice", "password": "secret", "line_type": "ua"}, auth=("bearer", token))
     assert status == 201
 
+    assert command_names(children(proc.pid)) == ["kamailio", "redis-server", "rtpengine"]
+    assert "embedded rtpengine, ng control at udp:127.0.0.1:" in (tmp_path / "runner.log").read_text()
     started = stop(proc)
-    assert len(started) == 2                       # Kamailio and redis-server
     assert not any(alive(pid) for pid in started)
     assert f"admin API token (kept in {var / 'api_token'}): {token}" in \
         (tmp_path / "runner.log").read_text()

@@ -40,10 +40,15 @@ class Site:
         return self.sipp(scenario, MDS_IP, free_port(MDS_IP), keys={"service": number}, **kw)
 
 
-@pytest.fixture
-def site(proxy, redis_url, tmp_path):
+def provision_site(proxy, workdir):
     mds_port = free_port(MDS_IP)
     proxy.provision_mds("mds1", MDS_IP, mds_port)
     proxy.provision_user("1000", "ua", mds="mds1", name="Alice")
     proxy.provision_user("1001", "sip", mds="mds1", name="Bob")
-    return Site(proxy, mds_port, tmp_path)
+    return Site(proxy, mds_port, workdir)
+
+
+@pytest.fixture
+def site(proxy, redis_url, tmp_path):
+    """The seed's example behind a proxy that passes SDP unchanged."""
+    return provision_site(proxy, tmp_path)

@@ -49,6 +49,7 @@ Self-test without a proxy (SIPp to SIPp on loopback, TLS relay to TLS relay):
 
 from __future__ import annotations
 
+import datetime
 import errno
 import os
 import re
@@ -150,6 +151,12 @@ class SippMessage(SipMessage):
         self.direction = direction
         self.transport = transport
         self.timestamp = timestamp
+
+
+    @property
+    def epoch(self) -> float:
+        """Seconds since the epoch when SIPp logged it (its stamp is local date and time)."""
+        return datetime.datetime.strptime(self.timestamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
 
     def summary(self) -> str:
         arrow = {"sent": "->", "received": "<-"}.get(self.direction, "  ")

@@ -303,7 +303,7 @@ class Dialog:
         self.local_sdp = ""
         self.remote_sdp = ""
         self._txn: _ClientTxn | None = None
-        self._ack_text: str | None = None
+        self._acks: dict[int, str] = {}  # ACK sent for the 2xx of each INVITE, by CSeq
 
     def __repr__(self) -> str:
         return f"<Dialog {self.role} {self.state} call-id={self.call_id}>"
@@ -859,8 +859,12 @@ class WsPhone:
         copy is re-ACKed, a 2xx from another fork is ACKed and ended with BYE."""
         dialog = txn.req.dialog
         if dialog.state == "confirmed" and msg.to_tag == dialog.remote_tag:
-            if dialog._ack_text:
-                self._send_quietly(dialog._ack_text)
+            ack_text = dialog._acks.get(txn.cseq)
+            if ack_text is None:  # the 2xx of a re-INVITE: ACKed with the re-INVITE's CSeq
+                ack = dialog._request("ACK")
+                dialog._acks[txn.cseq] = self._send_request(ack, txn.cseq, track=False).message.raw
+            else:                 # a retransmitted 2xx
+                self._send_quietly(ack_text)
             return
         leg = dialog
         if dialog.state == "confirmed":
@@ -879,7 +883,7 @@ class WsPhone:
         if ack_body:
             leg.local_sdp = ack_body
         ack = leg._request("ACK", body=ack_body, content_type="application/sdp")
-        leg._ack_text = self._send_request(ack, txn.cseq, track=False).message.raw
+        leg._acks[txn.cseq] = self._send_request(ack, txn.cseq, track=False).message.raw
         if leg is not dialog or dialog.cancelled:
             self._send_request(leg._request("BYE"))
             leg.state = "terminated"

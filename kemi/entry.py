@@ -1,6 +1,7 @@
 """KEMI entry: thin glue between Kamailio and lib/. It reads the SIP message into plain
 values, asks lib/ for a decision and applies it with KSR calls. Route functions are named
 by purpose, as in Kamailio's KEMI example: reqinit, withindlg, registrar, initial, relay."""
+import json
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import api, calls, config, media, registrar, routing, store  # noqa: E402
+from lib import api, calls, config, forwarding, media, registrar, routing, sipmsg, store  # noqa: E402
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -21,6 +22,7 @@ HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
                         "Access-Control-Request-Method", "Access-Control-Request-Headers")
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
+PLAN_AVP = "ua_plan"     # the call plan the failure route needs, kept with the transaction
 
 
 def mod_init():
@@ -47,13 +49,19 @@ def guarded(fn, *args):
     try:
         fn(*args)
     except store.StoreUnavailable:
-        if KSR.siputils.is_request() > 0 and not KSR.is_ACK():
+        if can_answer():
             store_unavailable()
     except Exception:
         KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
-        if KSR.siputils.is_request() > 0 and not KSR.is_ACK():
+        if can_answer():
             reply(500, "Server Internal Error")
     return 1
+
+
+def can_answer():
+    """A request being routed (not a branch of one, not an ACK) can still be answered."""
+    return (KSR.siputils.is_request() > 0 and not KSR.is_ACK()
+            and KSR.tmx.t_is_branch_route() < 0)
 
 
 def alias_contact():
@@ -122,10 +130,24 @@ class kamailio:
             return
         reply(404, "Not Here")
 
-    def relay(self):
+    def relay(self, answer_failure=False):
+        """t_relay; answer_failure: when nothing could be sent, answer ourselves (503 when
+        rtpengine refused every branch) instead of tm's internal reply."""
         if KSR.is_method_in("IU"):
             KSR.tm.t_on_reply("ksr_onreply_device")
-        if KSR.tm.t_relay() < 0 and MEDIA and KSR.is_INVITE():
+        self.media_down = False
+        if answer_failure:
+            KSR.tm.t_set_disable_internal_reply(1)
+        if KSR.tm.t_relay() < 0:
+            if MEDIA and KSR.is_INVITE():
+                KSR.rtpengine.rtpengine_delete("")
+            if self.media_down:
+                reply(503, "Media Relay Unavailable", ["Retry-After: 1"])
+            elif answer_failure:
+                reply(500, "Unable To Forward")
+
+    def release_media(self):
+        if MEDIA:
             KSR.rtpengine.rtpengine_delete("")
 
     # --- media ------------------------------------------------------------------------
@@ -153,10 +175,6 @@ class kamailio:
             KSR.rr.check_route_param(f"{media.CALLER_PARAM}={media.WEBRTC}") > 0)
         return self.media_offer(target)
 
-    def ksr_failure_media(self, msg):
-        # The call failed, was cancelled or timed out: release its media session.
-        guarded(KSR.rtpengine.rtpengine_delete, "")
-        return 1
 
     def ksr_onreply_device(self, msg):
         if 100 < KSR.pv.get("$rs") < 300:
@@ -213,7 +231,7 @@ class kamailio:
     # --- initial requests -------------------------------------------------------------
 
     def initial(self):
-        if KSR.is_method_in("SP"):
+        if KSR.is_PUBLISH():
             reply(489, "Bad Event")  # presence comes with the presence feature
             return
         dialled = pv("$rU") or ""
@@ -222,8 +240,7 @@ class kamailio:
             return
         has_credentials = KSR.auth.has_credentials(CFG.domain) > 0
         caller = KSR.pv.get("$au") if has_credentials else ""
-        now = time.time()
-        ctx = calls.load_context(pv("$si"), caller, dialled, now)
+        ctx = calls.load_context(pv("$si"), caller, dialled, time.time())
         if ctx.source_mds is None:
             if not has_credentials:
                 KSR.auth.auth_challenge(CFG.domain, 1)
@@ -237,34 +254,78 @@ class kamailio:
             for header in IDENTITY_HEADERS:
                 KSR.hdr.remove(header)
             alias_contact()
-        reachable, dead = calls.split_reachable(ctx.callee_contacts, CFG.node_id,
-                                                lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
+        event = (KSR.hdr.get("Event") or "").split(";")[0].strip()
+        decision = calls.decide(ctx, dialled, CFG.domain, self.reachable(ctx), pv("$rm"), event)
+        if KSR.is_INVITE() and isinstance(decision, (routing.Ring, routing.Reject)) and ctx.callee:
+            plan = calls.plan_incoming(ctx, decision, self.diverted(), CFG.domain,
+                                       CFG.voicemail_prefix, self.load_local)
+        else:
+            plan = calls.Plan(decision, ctx)
+        if ctx.source_mds is None and not isinstance(decision, routing.RelayToMds):
+            KSR.hdr.append(f"P-Asserted-Identity: <sip:{ctx.caller['number']}@{CFG.domain}>\r\n")
+        KSR.hdr.remove("Route")
+        if not isinstance(plan.decision, routing.Reject):
+            KSR.rr.record_route()
+        self.apply(plan, self.diverted())
+
+    def reachable(self, ctx):
+        reachable, dead = calls.split_reachable(
+            ctx.callee_contacts, CFG.node_id, lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
         for contact in dead:
             registrar.drop_connection(CFG.node_id, contact["peer"])
-        decision = calls.decide(ctx, dialled, CFG.domain, reachable)
-        self.apply(decision, ctx)
+        return reachable
 
-    def apply(self, decision, ctx):
+    def load_local(self, number):
+        """A local user a call is forwarded to (standalone mode), by the same rules."""
+        ctx = calls.load_context("", "", number, time.time())
+        if ctx.callee is None:
+            return ctx, None
+        return ctx, routing.route_incoming(ctx.callee, ctx.callee_selected, self.reachable(ctx))
+
+    def diverted(self):
+        values = KSR.pv.get("$(hdr(Diversion)[*])")
+        return forwarding.diverted_numbers(sipmsg.split_values(values)) if values else []
+
+    def apply(self, plan, diverted):
+        """Send the request where the plan says: in the request route, or in the failure
+        route for a retarget (new branches of the same transaction)."""
+        decision = plan.decision
         if isinstance(decision, routing.Reject):
             reply(decision.code, decision.text)
+            if KSR.tmx.t_is_failure_route() > 0:
+                self.release_media()
             return
-        if MEDIA and KSR.is_INVITE():
-            caller = None if ctx.source_mds else routing.device_class(pv("$pr"))
-            callee = decision.device if isinstance(decision, routing.Ring) else None  # MDS
-            if not self.media_offer(callee):
-                return
-            KSR.rr.add_rr_param(media.route_params(caller, callee))
-            KSR.tm.t_on_failure("ksr_failure_media")
+        for header in reversed(plan.diversions):     # the newest ends on top
+            KSR.hdr.insert(header + "\r\n")
         if isinstance(decision, routing.RelayToMds):
             KSR.seturi(decision.ruri)
             KSR.hdr.append(f"P-Asserted-Identity: {decision.identity}\r\n")
+        elif isinstance(decision, calls.Forward):
+            KSR.seturi(decision.ruri)
+            KSR.resetdsturi()                 # a retarget after ringing a device
+            KSR.corex.set_send_socket(f"udp:{CFG.listen}:{CFG.sip_port}")
+            KSR.tm.t_reset_fr()
         else:
-            if ctx.source_mds is None:
-                KSR.hdr.append(f"P-Asserted-Identity: <sip:{ctx.caller['number']}@{CFG.domain}>\r\n")
             self.set_branches(decision.contacts)
-        KSR.hdr.remove("Route")
-        KSR.rr.record_route()
-        self.relay()
+        if KSR.is_INVITE():
+            if isinstance(decision, routing.Ring):
+                self.arm_ring_timers(plan, decision, diverted)
+            if MEDIA:
+                KSR.tm.t_on_branch("ksr_branch_media")
+            KSR.tm.t_on_failure("ksr_failure_call")
+        self.relay(answer_failure=True)
+
+    def arm_ring_timers(self, plan, ring, diverted):
+        """The ring time of the user whose devices ring, and what the failure route needs
+        to decide without asking again (kept with the transaction)."""
+        user = plan.ctx.callee
+        KSR.tm.t_set_fr(*forwarding.ring_timers_ms(ring.device, user["ring_seconds"]))
+        KSR.pvx.avp_sets(PLAN_AVP, json.dumps({
+            "number": user["number"], "device": ring.device,
+            "ring_seconds": user["ring_seconds"], "forwards": plan.ctx.callee_forwards,
+            "mds_uri": plan.ctx.callee_mds_uri,
+            "diverted": diverted + [r.number for r in plan.retargets],
+            "rung": [c["field"] for c in ring.contacts]}))
 
     def set_branches(self, contacts):
         """Ring every contact of the chosen device class in parallel (rule 6)."""
@@ -278,6 +339,58 @@ class kamailio:
             KSR.pv.sets("$sbranch(dst_uri)", contact["source"])
             KSR.pv.sets("$sbranch(send_socket)", contact["socket"])
             KSR.pvx.sbranch_append()
+
+    # --- failure route: no answer, busy, dead browser -----------------------------------
+
+    def ksr_failure_call(self, msg):
+        return guarded(self.failure)
+
+    def failure(self):
+        raw = KSR.pvx.avp_get(PLAN_AVP)
+        if KSR.tm.t_is_canceled() > 0 or not raw:
+            self.release_media()      # the caller cancelled, or a call to an MDS failed
+            return
+        call = json.loads(raw)
+        any_reply = KSR.tm.t_any_replied() > 0
+        deskphones = []
+        if call["device"] == routing.WEBRTC and not any_reply:
+            deskphones = [c for c in registrar.contacts_of(call["number"], time.time()).values()
+                          if c["class"] == routing.DESKPHONE]
+        outcome = forwarding.after_failure(
+            call["number"], call["forwards"], call["device"], KSR.pv.get("$T_reply_code"),
+            any_reply, call["rung"], bool(deskphones))
+        if outcome is None:
+            self.release_media()
+            return
+        callee = calls.CallContext(
+            source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
+            callee={"number": call["number"], "ring_seconds": call["ring_seconds"]},
+            callee_selected=None, callee_forwards=call["forwards"],
+            callee_mds_uri=call["mds_uri"])
+        if isinstance(outcome, forwarding.RingDeskphone):
+            registrar.remove_bindings(call["number"], outcome.stale_fields)
+            plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
+                              callee)
+        else:
+            plan = calls.plan_incoming(callee, None, call["diverted"], CFG.domain,
+                                       CFG.voicemail_prefix, self.load_local, first=outcome)
+        self.apply(plan, call["diverted"])
+
+    # --- media on each branch -----------------------------------------------------------
+
+    def ksr_branch_media(self, msg):
+        return guarded(self.branch_media)
+
+    def branch_media(self):
+        """Each branch gets the SDP its device accepts; our Record-Route remembers both
+        sides' classes for the in-dialog offers."""
+        destination = KSR.pv.get("$du") or KSR.pv.get("$ru") or ""
+        target = media.WEBRTC if "transport=ws" in destination.lower() else media.PLAIN
+        KSR.rr.add_rr_param(media.route_params(routing.device_class(pv("$pr")), target))
+        if KSR.sdpops.sdp_content() > 0 and \
+                KSR.rtpengine.rtpengine_offer(media.offer_flags(target)) < 0:
+            self.media_down = True
+            KSR.set_drop()    # this branch is not sent; the request route answers 503
 
     # --- connections ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The HTTP API (contract sections 3 and 9) as a pure dispatcher: no Kamailio import.
+"""The HTTP API (contract sections 3, 5 and 9) as a pure dispatcher: no Kamailio import.
 
     response = lib.api.handle(Request(method, path, query, headers, body), ctx)
 
@@ -9,8 +9,8 @@ Response is (status, JSON-able body or None, extra headers). `render()` turns it
 
 Other modules add endpoints with the `route` decorator:
 
-    @api.route("/api/v1/users/{number}/forwards", "GET", auth=api.USER)
-    def get_forwards(ctx, req, params, who): ... return api.Response(200, {...})
+    @api.route("/api/v1/users/{number}/history", "GET", auth=api.USER)
+    def get_history(ctx, req, params, who): ... return api.Response(200, {...})
 
 Route patterns with fewer parameters win (`/users/export` before `/users/{number}`).
 Handlers raise ApiError (or lib.provisioning errors) for 4xx; Redis connection errors
@@ -418,6 +418,18 @@ def put_device(ctx, req, params, who):
         raise ApiError(400, "device must be webrtc or deskphone")
     profile = ctx.provisioning.set_device(number, device)
     return Response(200, _device_status(ctx, number, profile, device))
+
+
+# --- forwarding rules (contract section 5) -------------------------------------------------
+
+@route(PREFIX + "/users/{number}/forwards", "GET", auth=USER)
+def get_forwards(ctx, req, params, who):
+    return Response(200, ctx.provisioning.get_forwards(params["number"]))
+
+
+@route(PREFIX + "/users/{number}/forwards", "PUT", auth=USER)
+def put_forwards(ctx, req, params, who):
+    return Response(200, ctx.provisioning.set_forwards(params["number"], json_body(req)))
 
 
 # --- MDS ---------------------------------------------------------------------------------

@@ -2,14 +2,16 @@
 decision needs is read in one Redis round trip, then decided by a pure function."""
 from dataclasses import dataclass, field
 
-from lib import routing, store
+from lib import forwarding, routing, store
+from lib.provisioning import normalize_forwards
 from lib.registrar import live
 
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
-# HA1 and MDS URI, and the callee (by number, else by DID) with selection and contacts.
+# HA1 and MDS URI, and the callee (by number, else by DID) with selection, contacts,
+# forwarding rules and MDS URI.
 _CALL_CONTEXT = """
 local src, caller, dialled = ARGV[1], ARGV[2], ARGV[3]
-local res = {false, false, false, false, false, false, false, {}}
+local res = {false, false, false, false, false, false, false, {}, false, false}
 res[1] = redis.call('HGET', 'ua:mds:addr', src)
 if caller ~= '' then
   local c = redis.call('HMGET', 'ua:user:{' .. caller .. '}', 'profile', 'ha1')
@@ -25,9 +27,13 @@ if dialled == '' or redis.call('EXISTS', 'ua:user:{' .. dialled .. '}') == 0 the
 end
 if number then
   res[5] = number
-  local u = redis.call('HMGET', 'ua:user:{' .. number .. '}', 'profile', 'device')
-  res[6], res[7] = u[1], u[2]
+  local u = redis.call('HMGET', 'ua:user:{' .. number .. '}', 'profile', 'device', 'forwards')
+  res[6], res[7], res[9] = u[1], u[2], u[3]
   res[8] = redis.call('HGETALL', 'ua:contacts:{' .. number .. '}')
+  if u[1] then
+    local mds = cmsgpack.unpack(u[1])['mds']
+    if mds then res[10] = redis.call('HGET', 'ua:mds', mds) end
+  end
 end
 return res
 """
@@ -42,6 +48,8 @@ class CallContext:
     callee: dict | None
     callee_selected: str | None
     callee_contacts: dict = field(default_factory=dict)
+    callee_forwards: dict | None = None
+    callee_mds_uri: str | None = None
 
 
 def _text(raw):
@@ -51,27 +59,109 @@ def _text(raw):
 def load_context(source_ip, caller_number, dialled, now):
     def read(r):
         return r.eval(_CALL_CONTEXT, 0, source_ip, caller_number or "", dialled or "")
-    mds, caller, ha1, mds_value, _number, callee, selected, flat = store.call(read)
-    contacts = {flat[i].decode(): store.unpack(flat[i + 1]) for i in range(0, len(flat), 2)}
-    mds_record = store.unpack(mds_value)
+    (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
+     callee_mds) = store.call(read)
+    contacts = {}
+    for i in range(0, len(flat), 2):
+        contact = store.unpack(flat[i + 1])
+        contact["field"] = flat[i].decode()
+        contacts[contact["field"]] = contact
     return CallContext(
         source_mds=_text(mds), caller=store.unpack(caller), caller_ha1=_text(ha1),
-        caller_mds_uri=mds_record["uri"] if mds_record else None,
-        callee=store.unpack(callee), callee_selected=_text(selected),
-        callee_contacts=live(contacts, now))
+        caller_mds_uri=_mds_uri(caller_mds), callee=store.unpack(callee),
+        callee_selected=_text(selected), callee_contacts=live(contacts, now),
+        callee_forwards=normalize_forwards(store.unpack(forwards)),
+        callee_mds_uri=_mds_uri(callee_mds))
 
 
-def decide(ctx, dialled, domain, reachable_contacts):
-    """Where an authenticated (or MDS-trusted) initial request goes.
+def _mds_uri(raw):
+    record = store.unpack(raw)
+    return record["uri"] if record else None
+
+
+MWI_EVENT = "message-summary"
+
+
+def decide(ctx, dialled, domain, reachable_contacts, method="INVITE", event=None):
+    """Where an authenticated (or MDS-trusted) initial request goes, before forwarding.
 
     reachable_contacts: the callee's live contacts whose connection is still up."""
+    if method == "SUBSCRIBE" and (event != MWI_EVENT or ctx.source_mds is not None):
+        return routing.Reject(489, "Bad Event")   # dialog presence: the presence feature
     if ctx.source_mds is None:
         outgoing = routing.route_outgoing(ctx.caller, ctx.caller_mds_uri, dialled, domain)
         if outgoing is not None:
             return outgoing
-    if ctx.callee is None:
+    if ctx.callee is None or method == "SUBSCRIBE":
         return routing.Reject(404, "Not Found")
+    if method == "NOTIFY" and event == MWI_EVENT:
+        # Message-waiting goes to every registered device of the user, not one class.
+        allowed = routing.LINE_CLASSES[ctx.callee["line_type"]]
+        mine = [c for c in reachable_contacts if c["class"] in allowed]
+        return routing.Ring("all", "mwi", mine) if mine else routing.Reject(480, "Temporarily Unavailable")
     return routing.route_incoming(ctx.callee, ctx.callee_selected, reachable_contacts)
+
+
+@dataclass
+class Forward:
+    """A retarget outside this proxy: to the callee's MDS (a number or its voicemail)."""
+    ruri: str
+    retarget: forwarding.Retarget
+
+
+@dataclass
+class Plan:
+    """The outcome for a call to a local user, forwarding applied: `decision` is Ring,
+    Reject or Forward; `diversions` the Diversion headers to add, newest first; `ctx` the
+    context of the user whose devices ring (for the failure route)."""
+    decision: object
+    ctx: CallContext
+    diversions: list = field(default_factory=list)
+    retargets: list = field(default_factory=list)
+
+
+def plan_incoming(ctx, decision, diverted, domain, voicemail_prefix, load_local, first=None):
+    """Apply rule 1 and the unavailable case, following retargets to local users (standalone
+    mode) by the same rules. `first`: a retarget already decided (by the failure route).
+    load_local(number) -> (ctx, decision) for a local destination."""
+    plan = Plan(decision, ctx)
+    diverted = list(diverted)
+    step = first
+    while True:
+        if step is None:
+            step = forwarding.before_ringing(plan.ctx.callee["number"],
+                                             plan.ctx.callee_forwards, plan.decision)
+            if not isinstance(step, forwarding.Retarget):
+                plan.decision = step
+                return plan
+        if not retarget_to(plan, step, diverted, domain, voicemail_prefix, load_local):
+            return plan
+        step = None
+
+
+def retarget_to(plan, step, diverted, domain, voicemail_prefix, load_local):
+    """Point `plan` at the destination of one retarget. True when it now rings a local
+    user, whose own rules then apply."""
+    plan.retargets.append(step)
+    diverted.append(step.number)
+    loop = forwarding.loop_check(step, diverted)
+    if loop:
+        plan.decision = loop
+        return False
+    plan.diversions.insert(0, forwarding.diversion_header(step, domain))
+    ruri = forwarding.destination_uri(step, plan.ctx.callee_mds_uri, voicemail_prefix)
+    if ruri is not None:
+        plan.decision = Forward(ruri, step)
+        return False
+    if step.destination == "voicemail":
+        plan.decision = routing.Reject(480, "No Voicemail Without MDS")
+        return False
+    local_ctx, local_decision = load_local(step.destination)
+    if local_ctx.callee is None:
+        plan.decision = routing.Reject(404, "Not Found")
+        return False
+    plan.ctx, plan.decision = local_ctx, local_decision
+    return True
 
 
 def split_reachable(contacts, node, connection_alive):

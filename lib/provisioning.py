@@ -8,7 +8,12 @@ OSError): the caller answers 503.
 
 Errors a caller can show to the client are ProvisioningError subclasses carrying an
 HTTP status (400 Invalid, 404 NotFound, 409 Conflict).
+
+Forwarding rules (contract section 5) live in the user's hash, field `forwards`: msgpack
+of the full API shape (see DEFAULT_FORWARDS); an absent field means the defaults. Readers
+(the routing code) go through normalize_forwards().
 """
+import copy
 import hashlib
 import hmac
 import ipaddress
@@ -40,6 +45,19 @@ HOSTNAME_RE = re.compile(
 USER_FIELDS = ("number", "name", "password", "line_type", "mds", "dids", "ring_seconds",
                "memberships")
 MDS_FIELDS = ("name", "uri", "addresses")
+
+# Forwarding rules (contract section 5).
+FORWARD_RULES = ("unconditional", "busy", "noanswer")
+FORWARD_FIELDS = FORWARD_RULES + ("dnd",)
+FORWARD_RULE_FIELDS = ("enabled", "destination")
+VOICEMAIL = "voicemail"
+FORWARD_DEST_RE = re.compile(r"\+?[0-9*#]{1,32}")
+DEFAULT_FORWARDS = {
+    "unconditional": {"enabled": False, "destination": None},
+    "busy": {"enabled": False, "destination": None},
+    "noanswer": {"enabled": False, "destination": None},
+    "dnd": False,
+}
 
 # Membership keys in the order they are checked, with the message naming the feature
 # a `ua` line refuses (contract section 9: "naming the feature").
@@ -219,6 +237,86 @@ def validate_user(number, body, *, new, have_ha1=False):
     profile = {"number": number, "name": name, "line_type": line_type, "mds": mds,
                "dids": list(dids), "ring_seconds": ring, "memberships": memberships}
     return profile, password
+
+
+def valid_forward_destination(value):
+    """`voicemail` or a dialable number (`+`, digits, `*`, `#`; 1 to 32 characters)."""
+    return isinstance(value, str) and (
+        value == VOICEMAIL or FORWARD_DEST_RE.fullmatch(value) is not None)
+
+
+def default_forwards():
+    """A fresh copy of DEFAULT_FORWARDS (every rule off, no destination, dnd off)."""
+    return copy.deepcopy(DEFAULT_FORWARDS)
+
+
+def normalize_forwards(raw):
+    """The full forwarding shape from what is stored: None (never set), the msgpack bytes
+    of the `forwards` field, or an already decoded dict. Never raises: anything missing
+    or malformed takes its default, so an enabled rule always has a valid destination.
+
+    {"unconditional": {"enabled": bool, "destination": str|None}, "busy": {...},
+     "noanswer": {...}, "dnd": bool}"""
+    out = default_forwards()
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = store.unpack(bytes(raw))
+        except Exception:
+            return out
+    if not isinstance(raw, dict):
+        return out
+    for name in FORWARD_RULES:
+        rule = raw.get(name)
+        if not isinstance(rule, dict):
+            continue
+        dest = rule.get("destination")
+        if not valid_forward_destination(dest):
+            dest = None
+        out[name] = {"enabled": rule.get("enabled") is True and dest is not None,
+                     "destination": dest}
+    out["dnd"] = raw.get("dnd") is True
+    return out
+
+
+def validate_forwards(number, body):
+    """The forwarding rules to store for a PUT `body` (a dict from JSON), raising Invalid.
+
+    The body replaces the whole set: a missing key takes its default. A destination equal
+    to `number` (a forward to oneself) is refused; checks needing state are the caller's."""
+    if not isinstance(body, dict):
+        raise Invalid("the forwarding rules must be a JSON object")
+    unknown = sorted(k for k in body if k not in FORWARD_FIELDS)
+    if unknown:
+        raise Invalid(f"unknown field {unknown[0]} (expected unconditional, busy, "
+                      "noanswer, dnd)")
+    out = default_forwards()
+    for name in FORWARD_RULES:
+        if name not in body:
+            continue
+        rule = body[name]
+        if not isinstance(rule, dict):
+            raise Invalid(f"{name} must be an object with enabled and destination")
+        unknown = sorted(k for k in rule if k not in FORWARD_RULE_FIELDS)
+        if unknown:
+            raise Invalid(f"unknown field {name}.{unknown[0]}")
+        if not isinstance(rule.get("enabled"), bool):
+            raise Invalid(f"{name}.enabled is required and must be a boolean")
+        dest = rule.get("destination")
+        if dest is not None:
+            if not valid_forward_destination(dest):
+                raise Invalid(f"{name}.destination must be null, \"voicemail\" or a number "
+                              "(optional +, then 1 to 32 of 0-9 * #)")
+            if dest == number:
+                raise Invalid(f"{name}.destination is the user's own number {number}: "
+                              "a user cannot forward to itself")
+        if rule["enabled"] and dest is None:
+            raise Invalid(f"{name} is enabled but has no destination")
+        out[name] = {"enabled": rule["enabled"], "destination": dest}
+    if "dnd" in body:
+        if not isinstance(body["dnd"], bool):
+            raise Invalid("dnd must be a boolean")
+        out["dnd"] = body["dnd"]
+    return out
 
 
 def _check_ip(value):
@@ -515,6 +613,38 @@ class Provisioning:
             pipe.hset(store.user_key(number), "device", device)
             pipe.execute()
             return profile
+
+        return self._transaction(attempt)
+
+    def get_forwards(self, number):
+        """The user's forwarding rules, normalized (defaults when never set). NotFound."""
+        if not valid_number(number):
+            raise NotFound(f"no user {number}")
+        profile, raw = self.r.hmget(store.user_key(number), ["profile", "forwards"])
+        if profile is None:
+            raise NotFound(f"no user {number}")
+        return normalize_forwards(raw)
+
+    def set_forwards(self, number, body):
+        """Replace the user's forwarding rules with `body` (any line type). Returns the
+        stored rules; raises Invalid (nothing stored) or NotFound."""
+        if not valid_number(number):
+            raise NotFound(f"no user {number}")
+        forwards = validate_forwards(number, body)
+
+        def attempt(pipe):
+            profile = self._watched_profile(pipe, number)
+            # A forward to one of the user's own DIDs comes straight back: refused too.
+            dids = set(profile.get("dids") or ())
+            for name in FORWARD_RULES:
+                dest = forwards[name]["destination"]
+                if dest in dids:
+                    raise Invalid(f"{name}.destination {dest} is a DID of the user itself: "
+                                  "a user cannot forward to itself")
+            pipe.multi()
+            pipe.hset(store.user_key(number), "forwards", store.pack(forwards))
+            pipe.execute()
+            return forwards
 
         return self._transaction(attempt)
 

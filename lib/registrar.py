@@ -145,6 +145,22 @@ def apply(number, result):
     store.call(write)
 
 
+def contacts_of(number, now):
+    raw = store.call(lambda r: r.hgetall(store.contacts_key(number)))
+    contacts = {}
+    for fld, value in raw.items():
+        contact = store.unpack(value)
+        contact["field"] = fld.decode()
+        contacts[contact["field"]] = contact
+    return live(contacts, now)
+
+
+def remove_bindings(number, fields):
+    """Rule 7: a browser that never answered anything is gone; so are its bindings."""
+    if fields:
+        store.call(lambda r: r.hdel(store.contacts_key(number), *fields))
+
+
 def registered_classes(r, number, now):
     """Which device classes of a user have a live binding (used by the API)."""
     contacts = live({f.decode(): store.unpack(v)

@@ -410,6 +410,135 @@ def test_line_type_switch_keeps_device(call, users, r):
         "deskphone"
 
 
+# --- forwarding rules ----------------------------------------------------------------------
+
+OFF = {"enabled": False, "destination": None}
+NO_FORWARDS = {"unconditional": OFF, "busy": OFF, "noanswer": OFF, "dnd": False}
+FORWARDS = {"unconditional": {"enabled": False, "destination": "+33123456789"},
+            "busy": {"enabled": True, "destination": "voicemail"},
+            "noanswer": {"enabled": True, "destination": "2000"}, "dnd": True}
+
+
+def stored_forwards(r, number):
+    raw = r.hget(store.user_key(number), "forwards")
+    return None if raw is None else msgpack.unpackb(raw, raw=False)
+
+
+def test_forwards_default_for_new_user(call, users, r):
+    for number, headers in (("1000", basic("1000", "secret")), ("1001", ADMIN)):
+        resp = call("GET", f"/api/v1/users/{number}/forwards", headers=headers)
+        assert (resp.status, resp.body) == (200, NO_FORWARDS)
+    assert stored_forwards(r, "1000") is None
+
+
+def test_forwards_put_get_and_replace(call, users, r):
+    me = basic("1000", "secret")
+    resp = call("PUT", "/api/v1/users/1000/forwards", FORWARDS, me)
+    assert (resp.status, resp.body) == (200, FORWARDS)
+    assert stored_forwards(r, "1000") == FORWARDS           # msgpack of the API shape
+    assert call("GET", "/api/v1/users/1000/forwards", headers=me).body == FORWARDS
+    assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).body == FORWARDS
+    # PUT replaces the whole set: keys left out go back to their defaults.
+    resp = call("PUT", "/api/v1/users/1000/forwards",
+                {"busy": {"enabled": True, "destination": "*98"}}, ADMIN)
+    expected = {**NO_FORWARDS, "busy": {"enabled": True, "destination": "*98"}}
+    assert (resp.status, resp.body) == (200, expected)
+    assert stored_forwards(r, "1000") == expected
+    # destination may be left out of a disabled rule; it is then null.
+    resp = call("PUT", "/api/v1/users/1000/forwards", {"busy": {"enabled": False}}, me)
+    assert (resp.status, resp.body) == (200, NO_FORWARDS)
+    assert stored_forwards(r, "1000") == NO_FORWARDS
+    # Every line type has forwards (1001 is a sip line).
+    resp = call("PUT", "/api/v1/users/1001/forwards", FORWARDS, basic("1001", "bobpw"))
+    assert (resp.status, resp.body) == (200, FORWARDS)
+    # The profile never shows them, and user updates keep them.
+    call("PUT", "/api/v1/users/1001", alice(name="Bob", line_type="ua"), ADMIN)
+    assert "forwards" not in call("GET", "/api/v1/users/1001", headers=ADMIN).body
+    assert call("GET", "/api/v1/users/1001/forwards", headers=ADMIN).body == FORWARDS
+
+
+@pytest.mark.parametrize("body,raw,word", [
+    (None, b"", "body"),
+    (None, b"{", "JSON"),
+    ([], None, "object"),
+    ("busy", None, "object"),
+    ({"always": OFF}, None, "always"),
+    ({**NO_FORWARDS, "ring_seconds": 5}, None, "ring_seconds"),
+    ({"busy": None}, None, "busy"),
+    ({"busy": [True, "2000"]}, None, "busy"),
+    ({"busy": {"destination": "2000"}}, None, "busy.enabled"),
+    ({"busy": {"enabled": "true", "destination": "2000"}}, None, "busy.enabled"),
+    ({"busy": {"enabled": 1, "destination": "2000"}}, None, "busy.enabled"),
+    ({"busy": {"enabled": True, "destination": "2000", "x": 1}}, None, "busy.x"),
+    ({"busy": {"enabled": True}}, None, "busy is enabled but has no destination"),
+    ({"noanswer": {"enabled": True, "destination": None}}, None, "noanswer is enabled"),
+    ({"unconditional": {"enabled": True, "destination": ""}}, None,
+     "unconditional.destination"),
+    ({"busy": {"enabled": True, "destination": 2000}}, None, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "VOICEMAIL"}}, None, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "sip:2000@h"}}, None, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "1" * 33}}, None, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "+1+2"}}, None, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "1000"}}, None, "own number"),
+    ({"noanswer": {"enabled": False, "destination": "1000"}}, None, "own number"),
+    ({"dnd": "true"}, None, "dnd"),
+    ({"dnd": 0}, None, "dnd"),
+    ({"dnd": None}, None, "dnd"),
+])
+def test_forwards_put_invalid_400_changes_nothing(call, users, r, body, raw, word):
+    call("PUT", "/api/v1/users/1000/forwards", FORWARDS, ADMIN)
+    for headers in (basic("1000", "secret"), ADMIN):
+        resp = call("PUT", "/api/v1/users/1000/forwards", body, headers, raw=raw)
+        assert resp.status == 400, resp.body
+        assert word in resp.body["error"], resp.body
+        assert stored_forwards(r, "1000") == FORWARDS
+    assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).body == FORWARDS
+
+
+def test_forwards_to_own_did_400(call, r):
+    call("PUT", "/api/v1/users/1000", alice(dids=["+33123456789"]), ADMIN)
+    resp = call("PUT", "/api/v1/users/1000/forwards",
+                {"busy": {"enabled": True, "destination": "+33123456789"}}, ADMIN)
+    assert resp.status == 400 and "DID" in resp.body["error"]
+    assert stored_forwards(r, "1000") is None
+
+
+def test_forwards_auth(call, users, r):
+    path = "/api/v1/users/1000/forwards"
+    body = {"dnd": True}
+    for method in ("GET", "PUT"):
+        # No or wrong credentials: 401 with a Basic challenge.
+        for headers in ({}, basic("1000", "wrong"), basic("9999", "secret"),
+                        {"authorization": "Bearer nope"}):
+            resp = call(method, path, body, headers)
+            assert resp.status == 401, (method, headers)
+            assert resp.headers["WWW-Authenticate"].startswith("Basic realm=")
+        # A valid user about another number, existing or not: 403.
+        for other in ("1000", "1002", "abc"):
+            resp = call(method, f"/api/v1/users/{other}/forwards", body,
+                        basic("1001", "bobpw"))
+            assert resp.status == 403, (method, other)
+        # The admin about an unknown number: 404.
+        for other in ("1002", "abc"):
+            resp = call(method, f"/api/v1/users/{other}/forwards", body, ADMIN)
+            assert resp.status == 404, (method, other)
+        assert call(method, path, body, basic("1000", "secret")).status == 200
+    assert stored_forwards(r, "1000") == {**NO_FORWARDS, "dnd": True}
+    assert stored_forwards(r, "1001") is None
+    assert not r.exists(store.user_key("1002"))
+    resp = call("DELETE", path, headers=ADMIN)
+    assert resp.status == 405 and resp.headers["Allow"] == "GET, PUT, OPTIONS"
+
+
+def test_forwards_deleted_with_user(call, users, r):
+    call("PUT", "/api/v1/users/1000/forwards", FORWARDS, ADMIN)
+    assert call("DELETE", "/api/v1/users/1000", headers=ADMIN).status == 204
+    assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).status == 404
+    assert not r.exists(store.user_key("1000"))
+    call("PUT", "/api/v1/users/1000", alice(), ADMIN)
+    assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).body == NO_FORWARDS
+
+
 # --- MDS -----------------------------------------------------------------------------------
 
 def test_mds_crud(call, r):

@@ -5,8 +5,9 @@ import msgpack
 import pytest
 
 from lib import store
-from lib.provisioning import (BatchError, Conflict, Invalid, NotFound, Provisioning, ha1,
-                              parse_sip_uri, validate_mds, validate_user)
+from lib.provisioning import (DEFAULT_FORWARDS, BatchError, Conflict, Invalid, NotFound,
+                              Provisioning, ha1, normalize_forwards, parse_sip_uri,
+                              validate_forwards, validate_mds, validate_user)
 
 DOMAIN = "ua.test"
 
@@ -397,3 +398,147 @@ def test_mds_delete(prov, r):
     prov.delete_user("1000")
     prov.delete_mds("mds2")
     assert r.keys("*") == []
+
+
+# --- forwarding rules --------------------------------------------------------------------
+
+OFF = {"enabled": False, "destination": None}
+
+
+def test_default_forwards_shape():
+    assert DEFAULT_FORWARDS == {"unconditional": OFF, "busy": OFF, "noanswer": OFF,
+                                "dnd": False}
+    got = normalize_forwards(None)
+    assert got == DEFAULT_FORWARDS
+    got["busy"]["enabled"] = True           # a copy: the module default is untouched
+    assert DEFAULT_FORWARDS["busy"]["enabled"] is False
+    assert normalize_forwards(None) == DEFAULT_FORWARDS
+
+
+def test_normalize_forwards_reads_stored_bytes_and_dicts():
+    full = {"unconditional": {"enabled": False, "destination": "2000"},
+            "busy": {"enabled": True, "destination": "voicemail"},
+            "noanswer": {"enabled": True, "destination": "+33123456789"}, "dnd": True}
+    assert normalize_forwards(store.pack(full)) == full
+    assert normalize_forwards(full) == full
+    assert normalize_forwards(bytearray(store.pack(full))) == full
+    # Partial or malformed values fall back to the defaults, never raise.
+    assert normalize_forwards({"busy": {"enabled": True, "destination": "2000"}}) == \
+        {**DEFAULT_FORWARDS, "busy": {"enabled": True, "destination": "2000"}}
+    for junk in (b"\xc1", b"", store.pack([1, 2]), store.pack("x"), 42, [], "forwards",
+                 {"busy": None, "dnd": "yes"}, {"busy": {"enabled": "yes"}}):
+        assert normalize_forwards(junk) == DEFAULT_FORWARDS, junk
+    # An enabled rule always has a valid destination.
+    got = normalize_forwards({"busy": {"enabled": True, "destination": None},
+                              "noanswer": {"enabled": True, "destination": "sip:x@y"},
+                              "unconditional": {"enabled": 1, "destination": "2000"}})
+    assert got["busy"] == OFF and got["noanswer"] == OFF
+    assert got["unconditional"] == {"enabled": False, "destination": "2000"}
+
+
+def test_validate_forwards_fills_defaults():
+    assert validate_forwards("1000", {}) == DEFAULT_FORWARDS
+    assert validate_forwards("1000", {"busy": {"enabled": False}, "dnd": True}) == \
+        {**DEFAULT_FORWARDS, "dnd": True}
+    for dest in ("voicemail", "2000", "+33123456789", "*98", "#1*2", "0", "9" * 32,
+                 "+" + "1" * 32, "10000", "100"):
+        got = validate_forwards("1000", {"noanswer": {"enabled": True, "destination": dest}})
+        assert got["noanswer"] == {"enabled": True, "destination": dest}
+
+
+@pytest.mark.parametrize("body,word", [
+    ([], "object"),
+    (None, "object"),
+    ({"always": OFF}, "always"),
+    ({"busy": OFF, "extra": 1}, "extra"),
+    ({"busy": None}, "busy"),
+    ({"busy": True}, "busy"),
+    ({"busy": "2000"}, "busy"),
+    ({"busy": {"destination": "2000"}}, "busy.enabled"),
+    ({"busy": {"enabled": None}}, "busy.enabled"),
+    ({"busy": {"enabled": 1, "destination": "2000"}}, "busy.enabled"),
+    ({"busy": {"enabled": "true", "destination": "2000"}}, "busy.enabled"),
+    ({"busy": {"enabled": False, "destination": "2000", "delay": 5}}, "busy.delay"),
+    ({"busy": {"enabled": True}}, "busy is enabled but has no destination"),
+    ({"noanswer": {"enabled": True, "destination": None}}, "noanswer is enabled"),
+    ({"unconditional": {"enabled": True, "destination": ""}}, "unconditional.destination"),
+    ({"busy": {"enabled": True, "destination": 2000}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "Voicemail"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "sip:2000@x"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "20 00"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "2000\n"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "++2000"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "2000+"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "+"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "1" * 33}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "١٢٣"}}, "busy.destination"),
+    ({"busy": {"enabled": True, "destination": "1000"}}, "own number"),
+    ({"busy": {"enabled": False, "destination": "1000"}}, "own number"),
+    ({"dnd": 1}, "dnd"),
+    ({"dnd": None}, "dnd"),
+    ({"dnd": "false"}, "dnd"),
+])
+def test_validate_forwards_refuses(body, word):
+    with pytest.raises(Invalid, match=word):
+        validate_forwards("1000", body)
+
+
+def test_forwards_store_and_replace(prov, r):
+    prov.put_user("1000", user())
+    assert prov.get_forwards("1000") == DEFAULT_FORWARDS
+    assert r.hget(store.user_key("1000"), "forwards") is None
+    rules = {"unconditional": OFF, "busy": {"enabled": True, "destination": "voicemail"},
+             "noanswer": {"enabled": True, "destination": "2000"}, "dnd": True}
+    assert prov.set_forwards("1000", rules) == rules
+    assert msgpack.unpackb(r.hget(store.user_key("1000"), "forwards"), raw=False) == rules
+    assert prov.get_forwards("1000") == rules
+    # PUT replaces: what is left out goes back to its default.
+    got = prov.set_forwards("1000", {"noanswer": {"enabled": False, "destination": "2000"}})
+    assert got == {**DEFAULT_FORWARDS, "noanswer": {"enabled": False, "destination": "2000"}}
+    assert msgpack.unpackb(r.hget(store.user_key("1000"), "forwards"), raw=False) == got
+    # A refused write changes nothing.
+    before = snapshot(r)
+    for body in ({"busy": {"enabled": True}}, {"dnd": "x"}, {"busy": {"enabled": True,
+                                                                      "destination": "1000"}}):
+        with pytest.raises(Invalid):
+            prov.set_forwards("1000", body)
+    assert snapshot(r) == before
+
+
+def test_forwards_any_line_type_and_kept_by_user_updates(prov, r):
+    rules = {"busy": {"enabled": True, "destination": "voicemail"}}
+    for number, line_type in (("1000", "ua"), ("1001", "sip"), ("1002", "webrtc")):
+        prov.put_user(number, user(line_type=line_type))
+        assert prov.set_forwards(number, rules)["busy"]["enabled"] is True
+    stored = r.hget(store.user_key("1000"), "forwards")
+    prov.put_user("1000", user(line_type="sip", name="Alicia"))
+    prov.put_user("1000", user(line_type="ua"))
+    assert r.hget(store.user_key("1000"), "forwards") == stored
+
+
+def test_forward_to_own_did_refused(prov, r):
+    prov.put_user("1000", user(dids=["+33123456789", "5000"]))
+    before = snapshot(r)
+    for dest in ("+33123456789", "5000"):
+        with pytest.raises(Invalid, match="DID"):
+            prov.set_forwards("1000", {"noanswer": {"enabled": True, "destination": dest}})
+    assert snapshot(r) == before
+    prov.set_forwards("1000", {"noanswer": {"enabled": True, "destination": "33123456789"}})
+
+
+def test_forwards_unknown_user(prov, r):
+    for number in ("1000", "abc", ""):
+        with pytest.raises(NotFound):
+            prov.get_forwards(number)
+        with pytest.raises(NotFound):
+            prov.set_forwards(number, {"dnd": True})
+    assert r.keys("*") == []
+
+
+def test_delete_user_removes_forwards(prov, r):
+    prov.put_user("1000", user())
+    prov.set_forwards("1000", {"dnd": True})
+    prov.delete_user("1000")
+    assert r.keys("*") == []
+    prov.put_user("1000", user())
+    assert prov.get_forwards("1000") == DEFAULT_FORWARDS

@@ -359,8 +359,8 @@ class kamailio:
         outcome = forwarding.after_failure(
             call["number"], call["forwards"], call["device"], KSR.pv.get("$T_reply_code"),
             any_reply, call["rung"], bool(deskphones))
+        self.release_media()   # a new branch set gets a fresh offer of its own
         if outcome is None:
-            self.release_media()
             return
         callee = calls.CallContext(
             source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,

@@ -24,9 +24,11 @@ Conventions (tests/support/sipp.py relies on them):
   calls; the wrapper passes the `calls` argument), `ring_ms`, `talk_ms`, `hold_ms`
   (pauses in milliseconds).
 - A UAS answers OPTIONS/NOTIFY/INFO/MESSAGE/SUBSCRIBE/PUBLISH/UPDATE that open a
-  dialog of their own (keep-alives, MDS probes) with 200 and ends that "call";
-  only INVITE calls count for `max_calls`. SIPp exits with code 97 when a UAS has
-  handled `max_calls` calls (int_cmd stop_now): the wrapper treats 97 as success.
+  dialog of their own (keep-alives, MDS probes, an unsolicited MWI NOTIFY) with 200
+  and ends that "call" (a test can still find them in the message log); only
+  INVITE calls count for `max_calls` (mds_mwi_subscription: SUBSCRIBE dialogs,
+  SUBSCRIBE being its call). SIPp exits with code 97 when a UAS has handled
+  `max_calls` calls (int_cmd stop_now): the wrapper treats 97 as success.
 - A UAC that gets an unexpected final answer acknowledges it, prints a warning
   (stderr and error log) and fails the call (exit code 1).
 """
@@ -286,10 +288,11 @@ def uas_finish(element):
     out += jump("last_exchange")
     out += label("last_and_stop")
     out += element(STOP_NOW)
-    # keep-alives answered (their "call" ends with a <nop>: nothing follows)
+    # keep-alives answered: the 200 itself jumps to the end, so their "call" ends
+    # as it is sent (a <nop next="end"> after it would leave the call waiting one
+    # more round, and a TCP peer closing meanwhile would make it a failed call)
     out += label("ood_request")
-    out += msg(uas_reply("200 OK", contact="[user]", record_route=False))
-    out += jump("end")
+    out += msg(uas_reply("200 OK", contact="[user]", record_route=False), extra=' next="end"')
     out += label("last_exchange")
     out += element("")
     out += label("end")
@@ -639,6 +642,136 @@ def deskphone_call_expect_error():
 
 
 # ----------------------------------------------------------------------------
+# Message waiting (RFC 3842): message-summary NOTIFY / SUBSCRIBE
+
+MWI_BODY = """Messages-Waiting: yes
+Voice-Message: 2/0 (0/0)
+"""
+
+
+def mwi_notify_unsolicited():
+    """The MDS's unsolicited (out-of-dialog) message-summary NOTIFY."""
+    return f"""
+NOTIFY sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+{VIA}
+Max-Forwards: 70
+From: <sip:[caller]@[local_ip]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[service]@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 NOTIFY
+Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+Event: message-summary
+[extra_headers]{UA}
+Content-Type: application/simple-message-summary
+Content-Length: [len]
+
+{MWI_BODY}"""
+
+
+def mds_mwi_notify():
+    """Unsolicited NOTIFY; ends successfully on a 200, fails on any other final
+    response (no ACK: not an INVITE)."""
+    out = msg(mwi_notify_unsolicited(), retrans=True)
+    out += recv_response(100, optional=True)
+    out += final_block({200: "accepted"}, "rejected")
+    out += label("rejected")
+    out += fail_call("the NOTIFY was rejected: see the final response in the message log")
+    out += label("accepted")
+    return out
+
+
+def mds_mwi_subscription():
+    """The MDS receives a deskphone's SUBSCRIBE (relayed by the proxy): 200 with
+    Expires [expires], then an in-dialog NOTIFY along the Record-Route, its 200. The
+    subscription counts as one call for max_calls (exit 97 after the last one)."""
+    out = ""
+    for m in OOD_METHODS:
+        if m != "SUBSCRIBE":
+            out += recv_request(m, optional=True, nxt="ood_request")
+    out += recv_request("SUBSCRIBE", extra=' rrs="true"', body="""  <action>
+    <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="peer_from"/>
+    <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="own_to"/>
+  </action>
+""")
+    out += msg(uas_reply("200 OK", extra_lines="Expires: [expires]"))
+    notify = f"""
+NOTIFY [next_url] SIP/2.0
+{VIA}
+[routes]
+Max-Forwards: 70
+From:[$own_to];tag=[pid]SIPpTag01[call_number]
+To:[$peer_from]
+Call-ID: [call_id]
+CSeq: 1 NOTIFY
+Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>
+Event: message-summary
+Subscription-State: active;expires=[expires]
+[extra_headers]{UA}
+Content-Type: application/simple-message-summary
+Content-Length: [len]
+
+{MWI_BODY}"""
+    out += uas_finish(lambda action: msg(notify, retrans=True)
+                      + recv_response(100, optional=True)
+                      + recv_with_action(code=200)(action))
+    return out
+
+
+def subscribe_request(cseq, auth):
+    return f"""
+SUBSCRIBE sip:[user]@[remote_ip]:[remote_port] SIP/2.0
+{VIA}
+Max-Forwards: 70
+From: <sip:[user]@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:[user]@[domain]>
+Call-ID: [call_id]
+CSeq: {cseq} SUBSCRIBE
+Contact: {CONTACT}
+{"[authentication]" + chr(10) if auth else ""}Event: message-summary
+Accept: application/simple-message-summary
+Expires: [expires]
+[extra_headers]{UA}
+Content-Length: 0
+"""
+
+
+def deskphone_subscribe_mwi():
+    """SUBSCRIBE message-summary, one 401/407 answered with credentials, 200/202,
+    then the first NOTIFY (answered 200). The NOTIFY may overtake the 2xx (RFC 6665;
+    a multi-worker proxy can reorder them): it is answered, then the 2xx is still
+    awaited. A final error fails the call.
+
+    The SUBSCRIBEs are sent without SIPp's UDP retransmission: SIPp sends nothing
+    while a request with retrans is unanswered (a received NOTIFY does not stop
+    the timer), so the 200 to an early NOTIFY would wait for the 2xx, and that 2xx,
+    arriving while the call stands on the <send>, would be dropped as unexpected:
+    a deadlock. Loopback loses no datagram."""
+    accepted = {200: "subscribed", 202: "subscribed"}
+    out = msg(subscribe_request(1, False))
+    out += recv_response(100, optional=True)
+    out += recv_request("NOTIFY", optional=True, nxt="early_notify")
+    out += final_block({**accepted, 401: "auth", 407: "auth"}, "rejected",
+                       extra_for={401: ' auth="true"', 407: ' auth="true"'})
+    out += label("auth")
+    out += msg(subscribe_request(2, True))
+    out += recv_response(100, optional=True)
+    out += recv_request("NOTIFY", optional=True, nxt="early_notify")
+    out += final_block(accepted, "rejected")
+    out += label("rejected")
+    out += fail_call("the SUBSCRIBE was rejected: see the final response in the message log")
+    # the NOTIFY came before the 2xx: answer it, then wait for the 2xx
+    out += label("early_notify")
+    out += plain_200()
+    out += recv_response(100, optional=True)
+    out += final_block({200: "end", 202: "end"}, "rejected")
+    out += label("subscribed")
+    out += recv_request("NOTIFY")
+    out += plain_200()
+    out += label("end")
+    return out
+
+
+# ----------------------------------------------------------------------------
 
 SCENARIOS = {
     "deskphone_register": (deskphone_register, "UAC: REGISTER [user] (Contact at local ip:port, Expires [expires]), answers one 401/407 with [user]/[password], ends successfully on any final response."),
@@ -657,6 +790,9 @@ SCENARIOS = {
     "mds_call_expect_error": (mds_call_expect_error, "UAC: INVITE expecting a final error >= 300: ACKs it and ends successfully; an answered call is hung up and fails."),
     "mds_call_cancel": (mds_call_cancel, "UAC: INVITE, waits for 180/183, ring_ms, CANCEL, expects 487, ACK."),
     "mds_answer": (mds_answer, "UAS: the MDS receives a call placed by a device: INVITE, 180, ring_ms, 200 with SDP, ACK, BYE, 200. Answers OPTIONS probes."),
+    "mds_mwi_notify": (mds_mwi_notify, "UAC: the MDS sends an unsolicited NOTIFY (Event message-summary, simple-message-summary body) to [service]; ends on 200, fails on any other final response."),
+    "mds_mwi_subscription": (mds_mwi_subscription, "UAS: the MDS accepts a SUBSCRIBE (200, Expires [expires]), sends the in-dialog message-summary NOTIFY along the Record-Route, gets its 200. One subscription counts as one call (max_calls). Answers OPTIONS probes."),
+    "deskphone_subscribe_mwi": (deskphone_subscribe_mwi, "UAC: the deskphone subscribes to message-summary for [user] (digest: one 401/407 answered), expects 200/202, answers the NOTIFY with 200; fails on a final error."),
 }
 
 GLOBALS = ["max_calls", "answered_calls", "ring_ms", "talk_ms", "hold_ms"]

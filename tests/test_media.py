@@ -164,3 +164,22 @@ def test_reinvites_are_adapted_in_both_directions(site, rtpengine):
     assert_plain_rtp_on_rtpengine(outcome.received(200)[0].body)    # answer to its re-offer
     assert released(rtpengine, reinvite.call_id)
     caller.close()
+
+
+def test_no_answer_forward_gets_plain_rtp_and_leaves_no_media_session(site, rtpengine):
+    site.proxy.provision_user("1000", "ua", mds="mds1", name="Alice", ring_seconds=2)
+    assert site.proxy.api("PUT", "/api/v1/users/1000/forwards", {
+        "noanswer": {"enabled": True, "destination": "voicemail"}})[0] == 200
+    tab = browser(site)
+    destination = site.mds_answer()
+    caller = site.mds_calls("1000").start()
+    invite = tab.wait_request("INVITE", timeout=5)
+    assert_webrtc_offer(invite.body)
+    tab.ring(invite)
+    tab.wait_request("CANCEL", timeout=5)
+    forwarded = destination.wait_for("INVITE", timeout=5)[0]
+    assert forwarded.ruri.startswith("sip:vm-1000@")
+    assert_plain_rtp_on_rtpengine(forwarded.body)      # re-offered for the new branch
+    assert caller.wait(15).ok
+    assert released(rtpengine, invite.call_id)
+    tab.close()

@@ -27,10 +27,10 @@ class Site:
     workdir: object
 
     def sipp(self, scenario, local_ip, local_port=None, keys=None, transport="u1", timeout=15,
-             remote=None):
+             remote=None, **options):
         return Sipp(scenario=scenario, remote=remote or self.proxy.sip_addr, local_ip=local_ip,
                     local_port=local_port or free_port(local_ip), transport=transport,
-                    keys=keys or {}, workdir=self.workdir, timeout=timeout, calls=1)
+                    keys=keys or {}, workdir=self.workdir, timeout=timeout, calls=1, **options)
 
     def mds_answer(self, **kw):
         """The MDS waiting for a call placed by a device."""

@@ -41,7 +41,13 @@ logged as sent are reported as they went on the wire. A SIPp built with TLS is u
 natively instead, with a throwaway self-signed pair made by openssl in the workdir.
 
 Keep-alives: UAS scenarios answer OPTIONS/NOTIFY/INFO/... that start a dialog of their
-own (the proxy's MDS probes) with 200; they don't count as calls.
+own (the proxy's MDS probes, an unsolicited MWI NOTIFY) with 200; they don't count as
+calls, so stop() such a UAS and look at result.received("NOTIFY").
+
+Message waiting: mds_mwi_notify (UAC, unsolicited NOTIFY to [service], 200 expected),
+deskphone_subscribe_mwi (UAC, SUBSCRIBE with digest, then answers the NOTIFY),
+mds_mwi_subscription (UAS: 200 to the SUBSCRIBE with Expires [expires], in-dialog
+NOTIFY; one subscription counts as one call for `calls`).
 
 Self-test without a proxy (SIPp to SIPp on loopback, TLS relay to TLS relay):
     .venv/bin/python -m tests.support.sipp
@@ -625,7 +631,8 @@ class Sipp:
     extra_headers  list of "Name: value" header lines added to the scenario's
                 requests (the [extra_headers] slot)
     calls       UAC: -m calls (None: 1); UAS scenarios stop after that many INVITE
-                calls (max_calls); None: no limit (stop it yourself)
+                calls (mds_mwi_subscription: subscriptions) (max_calls); None: no
+                limit (stop it yourself)
     timeout     seconds: SIPp's -timeout, and the wrapper kills SIPp (SIGTERM, then
                 SIGKILL) `grace` seconds later if it is still running
     workdir     where the logs go (a new temporary directory when None)
@@ -957,23 +964,39 @@ def run(scenario: str, **kwargs) -> SippResult:
 
 def _selftest() -> int:
     """SIPp against SIPp on loopback: every UAC scenario against its UAS, over UDP,
-    TCP and TLS (relay to relay when SIPp has no TLS)."""
-    pairs = [("mds_call", "deskphone_answer", {}), ("mds_call_remote_bye", "deskphone_answer_hangup", {}),
-             ("mds_call_cancel", "deskphone_ring", {"ring_ms": 200}),
-             ("mds_call_expect_error", "deskphone_reject", {}), ("deskphone_call", "mds_answer", {}),
-             ("deskphone_call_expect_error", "deskphone_reject", {})]
+    TCP and TLS (relay to relay when SIPp has no TLS). A UAS that only answers an
+    out-of-dialog request (not a call: it doesn't stop by itself) is stopped once it
+    received it (the pair's fourth item: that method)."""
+    pairs = [("mds_call", "deskphone_answer", {}, None),
+             ("mds_call_remote_bye", "deskphone_answer_hangup", {}, None),
+             ("mds_call_cancel", "deskphone_ring", {"ring_ms": 200}, None),
+             ("mds_call_expect_error", "deskphone_reject", {}, None),
+             ("deskphone_call", "mds_answer", {}, None),
+             ("deskphone_call_expect_error", "deskphone_reject", {}, None),
+             ("deskphone_subscribe_mwi", "mds_mwi_subscription", {}, None),
+             ("mds_mwi_notify", "deskphone_answer", {}, "NOTIFY")]
     failures = 0
     with tempfile.TemporaryDirectory(prefix="sipp-selftest-") as work:
         for transport in ("u1", "t1", "l1"):
-            for uac, uas, extra in pairs:
+            for uac, uas, extra, ood in pairs:
                 port = free_port("127.0.0.20")
                 server = Sipp(uas, local_ip="127.0.0.20", local_port=port, transport=transport,
                               workdir=work, timeout=10).start()
                 client = Sipp(uac, remote=f"127.0.0.20:{port}", local_ip="127.0.0.10",
                               transport=transport, workdir=work, timeout=10, talk_ms=100,
                               **extra).run()
-                served = server.wait(5)
-                good = client.ok and served.ok
+                if ood:
+                    try:
+                        server.wait_for(ood, timeout=5)
+                    except SippError:
+                        pass  # the result below tells
+                    served = server.stop()
+                    # stopped by SIGTERM: 0 unless one of its "calls" failed
+                    good = (client.ok and served.returncode == 0
+                            and len(served.received(ood)) == 1)
+                else:
+                    served = server.wait(5)
+                    good = client.ok and served.ok
                 failures += not good
                 print(f"{'ok ' if good else 'FAIL'} {transport} {uac} -> {uas}: "
                       f"{' '.join(str(c) for c in client.codes())}")

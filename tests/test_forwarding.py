@@ -1,0 +1,212 @@
+"""The seed's "No Answer and Forwarding", "Voicemail" and "Limitations", end to end:
+forwarding rules applied to the device in use, the dead-browser fallback inside the same
+call, voicemail access and message-waiting from and to both devices."""
+import time
+
+import pytest
+
+from tests.support.fixtures import DESKPHONE_IP
+from tests.support.sipp import free_port
+from tests.support.sipua import WsPhone
+from tests.test_unique_account import browser, deskphone, wait_until
+
+RING_SECONDS = 3
+
+
+def forwards(site, number="1000", **rules):
+    body = {rule: {"enabled": True, "destination": dest} for rule, dest in rules.items()
+            if rule != "dnd"}
+    body["dnd"] = rules.get("dnd", False)
+    status, stored, _ = site.proxy.api("PUT", f"/api/v1/users/{number}/forwards", body)
+    assert status == 200, stored
+    return stored
+
+
+@pytest.fixture
+def alice(site):
+    """1000 with a short ring time, so that no-answer tests stay short."""
+    site.proxy.provision_user("1000", "ua", mds="mds1", name="Alice", ring_seconds=RING_SECONDS)
+    return site
+
+
+def diversion_of(invite):
+    return invite.header_all("Diversion")
+
+
+def test_no_answer_on_browser_forwards_after_ring_time_without_ringing_deskphone(alice):
+    site = alice
+    forwards(site, noanswer="2000")
+    desk = deskphone(site)
+    tab = browser(site)
+    destination = site.mds_answer()
+    caller = site.mds_calls("1000").start()
+    tab.ring(tab.wait_request("INVITE", timeout=5))
+    rang_at = time.monotonic()
+    tab.wait_request("CANCEL", timeout=RING_SECONDS + 3)
+    assert abs(time.monotonic() - rang_at - RING_SECONDS) < 1.0
+    assert caller.wait(15).ok
+    invite = destination.wait(10).received("INVITE")[0]
+    assert invite.ruri.startswith("sip:2000@")
+    assert diversion_of(invite) == [
+        f"<sip:1000@{site.proxy.domain}>;reason=no-answer;counter=1"]
+    assert desk.stop().received("INVITE") == []
+    tab.close()
+
+
+def test_busy_deskphone_forwards_to_busy_destination(site):
+    forwards(site, busy="2001")
+    port = free_port(DESKPHONE_IP)
+    assert site.sipp("deskphone_register", DESKPHONE_IP, port,
+                     keys={"user": "1000", "password": "secret"}).run().received(200)
+    busy_phone = site.sipp("deskphone_reject", DESKPHONE_IP, port, keys={"code": "486"}).start()
+    site.proxy.select_device("1000", "deskphone")
+    destination = site.mds_answer()
+    assert site.mds_calls("1000").run().ok
+    assert busy_phone.wait(10).received("INVITE")
+    invite = destination.wait(10).received("INVITE")[0]
+    assert invite.ruri.startswith("sip:2001@")
+    assert diversion_of(invite) == [f"<sip:1000@{site.proxy.domain}>;reason=user-busy;counter=1"]
+
+
+@pytest.mark.parametrize("rules,reason", [({"unconditional": "2002"}, "unconditional"),
+                                          ({"dnd": True, "busy": "voicemail"}, "user-busy")])
+def test_unconditional_and_dnd_apply_before_any_device_rings(site, rules, reason):
+    forwards(site, **rules)
+    desk = deskphone(site)
+    tab = browser(site)
+    destination = site.mds_answer()
+    started = time.monotonic()
+    assert site.mds_calls("1000").run().ok
+    invite = destination.wait(10).received("INVITE")[0]
+    assert time.monotonic() - started < 3          # at once: nothing rang first
+    expected_user = "vm-1000" if "busy" in rules else "2002"
+    assert invite.ruri.startswith(f"sip:{expected_user}@")
+    assert diversion_of(invite) == [f"<sip:1000@{site.proxy.domain}>;reason={reason};counter=1"]
+    assert tab.requests("INVITE") == []
+    assert desk.stop().received("INVITE") == []
+    tab.close()
+
+
+def test_nobody_registered_goes_to_no_answer_destination_as_unavailable(site):
+    forwards(site, noanswer="voicemail")
+    destination = site.mds_answer()
+    assert site.mds_calls("1000").run().ok
+    invite = destination.wait(10).received("INVITE")[0]
+    assert invite.ruri.startswith("sip:vm-1000@")
+    assert diversion_of(invite) == [f"<sip:1000@{site.proxy.domain}>;reason=unavailable;counter=1"]
+
+
+def test_dnd_without_busy_rule_answers_486(site):
+    forwards(site, dnd=True)
+    tab = browser(site)
+    assert site.mds_calls("1000", scenario="mds_call_expect_error").run().received(486)
+    assert tab.requests("INVITE") == []
+    tab.close()
+
+
+@pytest.mark.parametrize("code", [603, 600])
+def test_device_refusal_without_matching_rule_reaches_caller(site, code):
+    if code == 600:
+        forwards(site, busy="2003")       # 600 is relayed even with a busy rule
+    tab = browser(site)
+    destination = site.mds_answer()
+    caller = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    tab.reject(tab.wait_request("INVITE", timeout=5), code, "Decline")
+    assert caller.wait(15).received(code)
+    assert destination.stop().received("INVITE") == []
+    tab.close()
+
+
+def test_no_answer_without_rule_gives_408(alice):
+    tab = browser(alice)
+    caller = alice.mds_calls("1000", scenario="mds_call_expect_error").start()
+    tab.ring(tab.wait_request("INVITE", timeout=5))
+    assert caller.wait(RING_SECONDS + 10).received(408)
+    tab.close()
+
+
+def test_frozen_browser_falls_back_to_deskphone_in_the_same_call(alice):
+    site = alice
+    desk = deskphone(site)
+    frozen = WsPhone(site.proxy.ws_url, "1000", "secret", site.proxy.domain, trying=False)
+    frozen.connect()
+    assert frozen.register().status == 200
+    caller = site.mds_calls("1000").start()
+    invite = frozen.wait_request("INVITE", timeout=5)
+    sent_at = time.monotonic()
+    rang = desk.wait_for("INVITE", timeout=8)[0]
+    assert 2.0 < time.monotonic() - sent_at < 4.5
+    assert rang.call_id == invite.call_id                # the same call
+    assert caller.wait(15).ok
+    assert site.proxy.device("1000")["registered"] == {"webrtc": False, "deskphone": True}
+    frozen.close()
+
+
+# --- Voicemail and message-waiting -----------------------------------------------------
+
+def test_voicemail_number_from_both_devices_reaches_mds_with_identity(site):
+    mds = site.mds_answer()
+    tab = browser(site)
+    call = tab.invite(f"sip:*98@{site.proxy.domain}")
+    assert call.response.status == 200
+    assert call.bye().status == 200
+    invite = mds.wait(10).received("INVITE")[0]
+    assert invite.ruri == f"sip:*98@127.0.0.10:{site.mds_port}"
+    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
+    tab.close()
+
+    mds = site.mds_answer()
+    assert site.sipp("deskphone_call", DESKPHONE_IP, keys={
+        "service": "*98", "user": "1000", "password": "secret"}).run().ok
+    invite = mds.wait(10).received("INVITE")[0]
+    assert invite.ruri == f"sip:*98@127.0.0.10:{site.mds_port}"
+    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
+
+
+def test_message_waiting_notify_reaches_every_device(site):
+    desk = deskphone(site)
+    tab = browser(site)
+    outcome = site.mds_calls("1000", scenario="mds_mwi_notify").run()
+    assert outcome.ok, outcome.describe()
+    assert wait_until(lambda: tab.requests("NOTIFY"), 3)
+    assert "Messages-Waiting: yes" in tab.requests("NOTIFY")[0].body
+    assert desk.stop().received("NOTIFY")
+    tab.close()
+
+
+def test_deskphone_mwi_subscription_is_relayed_to_mds_and_notified(site):
+    mds = site.sipp("mds_mwi_subscription", "127.0.0.10", site.mds_port).start()
+    outcome = site.sipp("deskphone_subscribe_mwi", DESKPHONE_IP,
+                        keys={"user": "1000", "password": "secret"}).run()
+    assert outcome.ok, outcome.describe()
+    assert outcome.received("NOTIFY")
+    subscribe = mds.wait(10).received("SUBSCRIBE")[0]
+    assert subscribe.ruri.startswith("sip:1000@127.0.0.10")
+    assert subscribe.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
+
+
+def test_forward_loop_between_local_users_ends_in_482(site):
+    for number, other in (("3000", "3001"), ("3001", "3000")):
+        site.proxy.provision_user(number, "ua", name=f"User {number}")   # standalone
+        forwards(site, number=number, unconditional=other)
+    outcome = site.mds_calls("3000", scenario="mds_call_expect_error").run()
+    assert outcome.received(482), outcome.describe()
+
+
+@pytest.mark.parametrize("transport", ["t1", "l1"])
+def test_ring_time_also_ends_ringing_on_tcp_and_tls_deskphones(alice, transport):
+    site = alice
+    port = site.proxy.tls_port if transport == "l1" else site.proxy.sip_port
+    desk = site.sipp("deskphone_online", DESKPHONE_IP, transport=transport, timeout=30,
+                     remote=f"{site.proxy.listen}:{port}",
+                     keys={"user": "1000", "password": "secret"},
+                     ooc_scenario="deskphone_ring").start()
+    assert wait_until(lambda: site.proxy.device("1000")["registered"]["deskphone"], 5)
+    site.proxy.select_device("1000", "deskphone")
+    caller = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    desk.wait_for("INVITE", timeout=5)
+    rang_at = time.monotonic()
+    desk.wait_for("CANCEL", timeout=RING_SECONDS + 3)
+    assert abs(time.monotonic() - rang_at - RING_SECONDS) < 1.0
+    assert caller.wait(15).received(408)
+    desk.stop()

@@ -387,34 +387,39 @@ def deskphone_answer():
     return uas_answer(hangup=False)
 
 
-def deskphone_answer_reoffer():
-    """Media renegotiation both ways: answers, accepts the caller's re-INVITE (200 with
-    SDP), then sends its own re-INVITE with SDP upstream, then waits for the BYE."""
+def deskphone_answer_reoffer(method="INVITE"):
+    """Media renegotiation both ways: answers, accepts the caller's re-offer (200 with
+    SDP), then sends its own re-offer with SDP upstream, then waits for the BYE. method:
+    INVITE (re-INVITE, each 200 ACKed) or UPDATE (no ACK)."""
+    ack_expected = method == "INVITE"
     out = uas_start()
     out += msg(uas_reply("200 OK", body=True), retrans=True)
     out += recv_request("ACK")
-    out += recv_request("INVITE")
-    out += msg(uas_reply("200 OK", body=True, tag=False), retrans=True)
-    out += recv_request("ACK")
-    reinvite = f"""
-INVITE [next_url] SIP/2.0
+    out += recv_request(method)
+    # Only an INVITE's 2xx is retransmitted until its ACK (RFC 3261 13.3.1.4).
+    out += msg(uas_reply("200 OK", body=True, tag=False), retrans=ack_expected)
+    if ack_expected:
+        out += recv_request("ACK")
+    reoffer = f"""
+{method} [next_url] SIP/2.0
 {VIA}
 [routes]
 Max-Forwards: 70
 From:[$own_to];tag=[pid]SIPpTag01[call_number]
 To:[$peer_from]
 Call-ID: [call_id]
-CSeq: 1 INVITE
+CSeq: 1 {method}
 Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>
 {UA}
 Content-Type: application/sdp
 Content-Length: [len]
 
 {SDP}"""
-    out += msg(reinvite, retrans=True)
+    out += msg(reoffer, retrans=True)
     out += recv_response(100, optional=True)
     out += recv_response(200)
-    out += msg(f"""
+    if ack_expected:
+        out += msg(f"""
 ACK [next_url] SIP/2.0
 {VIA}
 [routes]
@@ -429,6 +434,9 @@ Content-Length: 0
     out += uas_finish(send_with_action(uas_reply("200 OK", contact=None, record_route=False, tag=False)))
     return out
 
+
+def deskphone_answer_update():
+    return deskphone_answer_reoffer("UPDATE")
 
 def deskphone_answer_hangup():
     return uas_answer(hangup=True)
@@ -780,6 +788,7 @@ SCENARIOS = {
     "deskphone_online": (deskphone_online, "UAC: REGISTER, stays for hold_ms on the same socket, un-registers. Use with -oocsf deskphone_answer.xml to answer calls meanwhile."),
     "deskphone_answer": (deskphone_answer, "UAS: the deskphone rings and answers: INVITE, 180, ring_ms, 200 with SDP, ACK, BYE from the caller, 200."),
     "deskphone_answer_reoffer": (deskphone_answer_reoffer, "UAS: answers (200 with SDP), accepts the caller's re-INVITE, sends its own re-INVITE upstream, then waits for the BYE."),
+    "deskphone_answer_update": (deskphone_answer_update, "UAS: like deskphone_answer_reoffer, with UPDATE in both directions instead of re-INVITE."),
     "deskphone_answer_hangup": (deskphone_answer_hangup, "UAS: answers like deskphone_answer, then hangs up itself after talk_ms (BYE along the Record-Route)."),
     "deskphone_ring": (deskphone_ring, "UAS: rings until cancelled: INVITE, 180, CANCEL, 200, 487, ACK."),
     "deskphone_reject": (deskphone_reject, "UAS: INVITE, 180, ring_ms, final [code] [reason] (default 486 Busy Here), ACK."),

@@ -137,29 +137,31 @@ def test_rtpengine_down_gets_503_at_once_and_recovers(site, rtpengine):
     tab.close()
 
 
-def test_reinvites_are_adapted_in_both_directions(site, rtpengine):
+@pytest.mark.parametrize("method", ["INVITE", "UPDATE"])
+def test_reoffers_are_adapted_in_both_directions(site, rtpengine, method):
     site.proxy.provision_user("2000", "webrtc", name="Carol")       # standalone browser
     port = free_port(DESKPHONE_IP)
     assert site.sipp("deskphone_register", DESKPHONE_IP, port, keys={
         "user": "1000", "password": "secret"}).run().received(200)
-    desk = site.sipp("deskphone_answer_reoffer", DESKPHONE_IP, port, timeout=20).start()
+    scenario = "deskphone_answer_reoffer" if method == "INVITE" else "deskphone_answer_update"
+    desk = site.sipp(scenario, DESKPHONE_IP, port, timeout=20).start()
     site.proxy.select_device("1000", "deskphone")
     caller = browser(site, number="2000")
     call = caller.invite(f"sip:1000@{site.proxy.domain}")
     assert call.response.status == 200
 
     # Downstream: the browser's DTLS re-offer reaches the deskphone as plain RTP.
-    answer = call.request("INVITE", body=webrtc_sdp(), content_type="application/sdp")
+    answer = call.request(method, body=webrtc_sdp(), content_type="application/sdp")
     assert answer.status == 200
     assert_webrtc_offer(answer.body)
     # Upstream: the deskphone's plain re-offer reaches the browser as DTLS-SRTP.
-    reoffer = caller.wait_request("INVITE", timeout=5)
+    reoffer = caller.wait_request(method, timeout=5)
     assert_webrtc_offer(reoffer.body)
 
     assert call.bye().status == 200
     outcome = desk.wait(10)
     assert outcome.ok, outcome.describe()
-    reinvite = outcome.received("INVITE")[1]
+    reinvite = outcome.received(method)[-1]
     assert_plain_rtp_on_rtpengine(reinvite.body)
     assert_plain_rtp_on_rtpengine(outcome.received(200)[0].body)    # answer to its re-offer
     assert released(rtpengine, reinvite.call_id)

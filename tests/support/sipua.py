@@ -942,7 +942,7 @@ class WsPhone:
         elif msg.method == "BYE":
             dialog.state = "terminated"
             self._send_quietly(self._response(msg, 200, "OK"))
-        elif msg.method == "INVITE":  # re-INVITE (refresh or hold): keep our session as is
+        elif msg.method in ("INVITE", "UPDATE"):  # re-offer (refresh or hold): keep our session
             self._send_quietly(self._response(
                 msg, 200, "OK", headers=[("Contact", self._dialog_contact()), ("Allow", ALLOW)],
                 body=dialog.local_sdp, content_type="application/sdp"))

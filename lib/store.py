@@ -6,6 +6,7 @@ Redis Cluster slot:
   ua:user:{N}        hash  profile -> msgpack user record (no secret)
                            ha1     -> digest HA1 (md5 of number:domain:password)
                            device  -> "webrtc" | "deskphone" (absent: never set)
+                           forwards -> msgpack forwarding rules (absent: all disabled)
   ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
   ua:did:<did>       string -> N
   ua:users           set of every provisioned number

@@ -54,6 +54,7 @@ PROVISIONAL = [100, 180, 181, 182, 183]
 
 VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport"
 UA = "User-Agent: [user_agent]"
+UAS_CONTACT = "Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>"
 
 # SDP offer/answer: plain RTP/AVP (a deskphone, or an Asterisk MDS). No media is
 # sent: SIPp binds no RTP socket for it (no [media_port] keyword).
@@ -218,6 +219,24 @@ def deskphone_online():
 # ----------------------------------------------------------------------------
 # UAS building blocks
 
+def uas_request(method, headers="", body="", content_type=None, cseq_method=None):
+    """A request the UAS side sends in its dialog (BYE, re-offer, ACK, NOTIFY): along the
+    INVITE's or SUBSCRIBE's Record-Route, From and To swapped."""
+    head = f"""
+{method} [next_url] SIP/2.0
+{VIA}
+[routes]
+Max-Forwards: 70
+From:[$own_to];tag=[pid]SIPpTag01[call_number]
+To:[$peer_from]
+Call-ID: [call_id]
+CSeq: 1 {cseq_method or method}
+{headers}"""
+    if body:
+        return head + f"Content-Type: {content_type}\nContent-Length: [len]\n\n{body}"
+    return head + "Content-Length: 0\n"
+
+
 def uas_reply(status, body=False, contact="[user]", record_route=True, tag=True, extra_lines=""):
     lines = [f"SIP/2.0 {status}", "[last_Via:]", "[last_From:]",
              "[last_To:];tag=[pid]SIPpTag01[call_number]" if tag else "[last_To:]",
@@ -367,18 +386,7 @@ def uas_answer(hangup=False):
     else:
         out += recv_request("ACK")
         out += talk_pause()
-        bye_text = f"""
-BYE [next_url] SIP/2.0
-{VIA}
-[routes]
-Max-Forwards: 70
-From:[$own_to];tag=[pid]SIPpTag01[call_number]
-To:[$peer_from]
-Call-ID: [call_id]
-CSeq: 1 BYE
-[extra_headers]{UA}
-Content-Length: 0
-"""
+        bye_text = uas_request("BYE", headers=f"[extra_headers]{UA}\n")
         out += uas_finish(lambda action: msg(bye_text, retrans=True) + recv_with_action(code=200)(action))
     return out
 
@@ -400,36 +408,13 @@ def deskphone_answer_reoffer(method="INVITE"):
     out += msg(uas_reply("200 OK", body=True, tag=False), retrans=ack_expected)
     if ack_expected:
         out += recv_request("ACK")
-    reoffer = f"""
-{method} [next_url] SIP/2.0
-{VIA}
-[routes]
-Max-Forwards: 70
-From:[$own_to];tag=[pid]SIPpTag01[call_number]
-To:[$peer_from]
-Call-ID: [call_id]
-CSeq: 1 {method}
-Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>
-{UA}
-Content-Type: application/sdp
-Content-Length: [len]
-
-{SDP}"""
+    reoffer = uas_request(method, headers=f"{UAS_CONTACT}\n{UA}\n", body=SDP,
+                          content_type="application/sdp")
     out += msg(reoffer, retrans=True)
     out += recv_response(100, optional=True)
     out += recv_response(200)
     if ack_expected:
-        out += msg(f"""
-ACK [next_url] SIP/2.0
-{VIA}
-[routes]
-Max-Forwards: 70
-From:[$own_to];tag=[pid]SIPpTag01[call_number]
-To:[$peer_from]
-Call-ID: [call_id]
-CSeq: 1 ACK
-Content-Length: 0
-""")
+        out += msg(uas_request("ACK"))
     out += recv_request("BYE")
     out += uas_finish(send_with_action(uas_reply("200 OK", contact=None, record_route=False, tag=False)))
     return out
@@ -702,23 +687,10 @@ def mds_mwi_subscription():
   </action>
 """)
     out += msg(uas_reply("200 OK", extra_lines="Expires: [expires]"))
-    notify = f"""
-NOTIFY [next_url] SIP/2.0
-{VIA}
-[routes]
-Max-Forwards: 70
-From:[$own_to];tag=[pid]SIPpTag01[call_number]
-To:[$peer_from]
-Call-ID: [call_id]
-CSeq: 1 NOTIFY
-Contact: <sip:[user]@[local_ip]:[local_port];transport=[transport]>
-Event: message-summary
-Subscription-State: active;expires=[expires]
-[extra_headers]{UA}
-Content-Type: application/simple-message-summary
-Content-Length: [len]
-
-{MWI_BODY}"""
+    notify = uas_request("NOTIFY", headers=(
+        f"{UAS_CONTACT}\nEvent: message-summary\nSubscription-State: active;expires=[expires]\n"
+        f"[extra_headers]{UA}\n"), body=MWI_BODY,
+        content_type="application/simple-message-summary")
     out += uas_finish(lambda action: msg(notify, retrans=True)
                       + recv_response(100, optional=True)
                       + recv_with_action(code=200)(action))

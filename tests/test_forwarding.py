@@ -1,11 +1,13 @@
 """The seed's "No Answer and Forwarding", "Voicemail" and "Limitations", end to end:
 forwarding rules applied to the device in use, the dead-browser fallback inside the same
 call, voicemail access and message-waiting from and to both devices."""
+import re
 import time
 
 import pytest
 
 from tests.support.fixtures import DESKPHONE_IP
+from tests.support.proxy import ROOT
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
 from tests.test_unique_account import browser, deskphone, wait_until
@@ -210,3 +212,12 @@ def test_ring_time_also_ends_ringing_on_tcp_and_tls_deskphones(alice, transport)
     assert abs(time.monotonic() - rang_at - RING_SECONDS) < 1.0
     assert caller.wait(15).received(408)
     desk.stop()
+
+
+def test_longest_ring_time_is_not_cut_by_the_invite_lifetime():
+    """Checked without waiting 300 s (tm's lifetime is not readable over RPC): the
+    configuration the proxy runs with covers a 300 s ring on the browser, a 300 s ring on
+    the deskphone after rule 7, then a forward."""
+    cfg = (ROOT / "kamailio.cfg").read_text()
+    lifetime = re.search(r'modparam\("tm", "max_inv_lifetime", (\d+)\)', cfg)
+    assert lifetime and int(lifetime.group(1)) >= 2 * 300_000 + 30_000

@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import api, calls, config, forwarding, media, registrar, routing, sipmsg, store  # noqa: E402
+from lib import (api, calls, callstate, config, forwarding, media, registrar, routing,  # noqa: E402
+                 sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -23,6 +24,11 @@ HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
 PLAN_AVP = "ua_plan"     # the call plan the failure route needs, kept with the transaction
+USERS_AVP = "ua_users"   # the local users taking part in the call (JSON list)
+CALLEE_AVP = "ua_callee"  # the local user the next branches ring (for the branch route)
+# Record-Route parameters naming the local caller and callee, so that a BYE ends their
+# calls without any lookup.
+CALLER_RR, CALLEE_RR = "ua_c", "ua_t"
 
 
 def mod_init():
@@ -123,6 +129,8 @@ class kamailio:
             if MEDIA and not self.media_in_dialog():
                 return
             self.relay()
+            if KSR.is_BYE():         # bookkeeping after the BYE is on its way
+                self.end_call(self.dialog_users())
             return
         if KSR.is_ACK():
             if KSR.tm.t_check_trans() > 0:
@@ -177,11 +185,54 @@ class kamailio:
 
 
     def ksr_onreply_device(self, msg):
-        if 100 < KSR.pv.get("$rs") < 300:
+        code = KSR.pv.get("$rs")
+        if 100 < code < 300:
             guarded(alias_contact)
             if MEDIA and KSR.sdpops.sdp_content() > 0:
                 guarded(KSR.rtpengine.rtpengine_answer, media.ANSWER_FLAGS)
+        if 200 <= code < 300 and pv("$rm") == "INVITE":
+            guarded(lambda: callstate.answer(self.call_users(), pv("$ci"), time.time()))
         return 1
+
+    # --- call state and history ---------------------------------------------------------
+
+    def call_users(self):
+        raw = KSR.pvx.avp_get(USERS_AVP)
+        return json.loads(raw) if raw else []
+
+    def dialog_users(self):
+        """The local caller and callee named in our Record-Route (now the Route header)."""
+        route = KSR.hdr.get("Route") or ""
+        params = dict(p.partition("=")[::2] for p in route.split(">")[0].split(";")[1:])
+        return [n for n in (params.get(CALLER_RR), params.get(CALLEE_RR)) if n]
+
+    def end_call(self, users, forwarded_to=None):
+        callstate.finish(users, pv("$ci"), time.time(), forwarded_to)
+
+    def track_call(self, plan, caller):
+        """Who takes part in this new call: each local user gets a call in progress (or a
+        history entry at once when nothing will ring), kept with the transaction too."""
+        now, call_id, peer = time.time(), pv("$ci"), pv("$fU")
+        entries = {}
+        if caller:
+            entries[caller] = callstate.new_call("out", routing.device_class(pv("$pr")),
+                                                 pv("$rU"), now)
+            KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
+        for step in plan.retargets:
+            callstate.record_unrung(step.number, call_id, now, "in", peer, step.destination)
+        decision, callee = plan.decision, plan.ctx.callee if plan.ctx else None
+        if isinstance(decision, routing.Ring) and callee:
+            entries[callee["number"]] = callstate.new_call(
+                "in", decision.device, peer, now, callee["ring_seconds"])
+            KSR.pvx.avp_sets(CALLEE_AVP, callee["number"])
+        elif isinstance(decision, routing.Reject):
+            if callee and not plan.retargets:
+                callstate.record_unrung(callee["number"], call_id, now, "in", peer)
+            if caller:
+                callstate.record_unrung(caller, call_id, now, "out", pv("$rU"),
+                                        device=entries.pop(caller)["device"])
+        callstate.begin(entries, call_id)
+        KSR.pvx.avp_sets(USERS_AVP, json.dumps(list(entries)))
 
     # --- registrar --------------------------------------------------------------------
 
@@ -266,6 +317,8 @@ class kamailio:
         KSR.hdr.remove("Route")
         if not isinstance(plan.decision, routing.Reject):
             KSR.rr.record_route()
+        if KSR.is_INVITE():
+            self.track_call(plan, ctx.caller["number"] if ctx.source_mds is None else None)
         self.apply(plan, self.diverted())
 
     def reachable(self, ctx):
@@ -310,8 +363,7 @@ class kamailio:
         if KSR.is_INVITE():
             if isinstance(decision, routing.Ring):
                 self.arm_ring_timers(plan, decision, diverted)
-            if MEDIA:
-                KSR.tm.t_on_branch("ksr_branch_media")
+            KSR.tm.t_on_branch("ksr_branch_route")
             KSR.tm.t_on_failure("ksr_failure_call")
         self.relay(answer_failure=True)
 
@@ -349,6 +401,7 @@ class kamailio:
         raw = KSR.pvx.avp_get(PLAN_AVP)
         if KSR.tm.t_is_canceled() > 0 or not raw:
             self.release_media()      # the caller cancelled, or a call to an MDS failed
+            self.end_call(self.call_users())
             return
         call = json.loads(raw)
         any_reply = KSR.tm.t_any_replied() > 0
@@ -361,6 +414,7 @@ class kamailio:
             any_reply, call["rung"], bool(deskphones))
         self.release_media()   # a new branch set gets a fresh offer of its own
         if outcome is None:
+            self.end_call(self.call_users())
             return
         callee = calls.CallContext(
             source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
@@ -369,21 +423,45 @@ class kamailio:
             callee_mds_uri=call["mds_uri"])
         if isinstance(outcome, forwarding.RingDeskphone):
             registrar.remove_bindings(call["number"], outcome.stale_fields)
+            callstate.set_device(call["number"], pv("$ci"), routing.DESKPHONE)
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
                               callee)
         else:
+            # The user whose device rang is done with this call: forwarded, not answered.
+            self.end_call([call["number"]], forwarded_to=outcome.destination)
             plan = calls.plan_incoming(callee, None, call["diverted"], CFG.domain,
                                        CFG.voicemail_prefix, self.load_local, first=outcome)
+            self.track_retarget(plan, [u for u in self.call_users() if u != call["number"]])
         self.apply(plan, call["diverted"])
 
-    # --- media on each branch -----------------------------------------------------------
+    def track_retarget(self, plan, users):
+        """A retarget from the failure route: the next local user rings (standalone mode)."""
+        now, call_id, peer = time.time(), pv("$ci"), pv("$fU")
+        for step in plan.retargets[1:]:          # further hops forwarded before ringing
+            callstate.record_unrung(step.number, call_id, now, "in", peer, step.destination)
+        if isinstance(plan.decision, routing.Ring):
+            callee = plan.ctx.callee
+            callstate.begin({callee["number"]: callstate.new_call(
+                "in", plan.decision.device, peer, now, callee["ring_seconds"])}, call_id)
+            KSR.pvx.avp_sets(CALLEE_AVP, callee["number"])
+            users = users + [callee["number"]]
+        else:
+            KSR.pvx.avp_sets(CALLEE_AVP, "")
+        KSR.pvx.avp_sets(USERS_AVP, json.dumps(users))
 
-    def ksr_branch_media(self, msg):
-        return guarded(self.branch_media)
+    # --- each branch: its callee and its media -----------------------------------------------------------
 
-    def branch_media(self):
+    def ksr_branch_route(self, msg):
+        return guarded(self.branch)
+
+    def branch(self):
         """Each branch gets the SDP its device accepts; our Record-Route remembers both
-        sides' classes for the in-dialog offers."""
+        sides' classes for the in-dialog offers, and the local callee for the BYE."""
+        callee = KSR.pvx.avp_get(CALLEE_AVP)
+        if callee:
+            KSR.rr.add_rr_param(f";{CALLEE_RR}={callee}")
+        if not MEDIA:
+            return
         destination = KSR.pv.get("$du") or KSR.pv.get("$ru") or ""
         target = media.WEBRTC if "transport=ws" in destination.lower() else media.PLAIN
         KSR.rr.add_rr_param(media.route_params(routing.device_class(pv("$pr")), target))

@@ -406,6 +406,37 @@ def get_device(ctx, req, params, who):
     return Response(200, _device_status(ctx, number, profile, selected))
 
 
+@route(PREFIX + "/users/{number}/presence", "GET", auth=ANY_USER)
+def get_presence(ctx, req, params, who):
+    """Section 7: what colleagues see (any authenticated user may read it)."""
+    from lib import callstate, registrar
+    number = params["number"]
+    found = ctx.provisioning.get_device(number)
+    if found is None:
+        raise ApiError(404, f"no user {number}")
+    profile, selected = found
+    state, device = callstate.presence(
+        callstate.calls_of(ctx.redis, number), profile["line_type"], selected,
+        registrar.registered_classes(ctx.redis, number, ctx.now), ctx.now)
+    return Response(200, {"state": state, "device": device})
+
+
+HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 1000
+
+
+@route(PREFIX + "/users/{number}/history", "GET", auth=USER)
+def get_history(ctx, req, params, who):
+    """Section 8: the mixed history of both devices, newest first."""
+    from lib import callstate
+    number = params["number"]
+    raw = req.query.get("limit", str(HISTORY_LIMIT_DEFAULT))
+    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
+        raise ApiError(400, f"limit must be an integer from 1 to {HISTORY_LIMIT_MAX}")
+    if ctx.provisioning.get_device(number) is None:
+        raise ApiError(404, f"no user {number}")
+    return Response(200, callstate.history(ctx.redis, number, int(raw)))
+
+
 @route(PREFIX + "/users/{number}/device", "PUT", auth=USER)
 def put_device(ctx, req, params, who):
     number = params["number"]

@@ -75,7 +75,7 @@ UA_UNSUPPORTED = (
 
 # Per-user keys removed with the user, besides its user hash and DID keys. Modules that add
 # per-user state (forwards, history...) append their key function here.
-USER_EXTRA_KEYS = [store.contacts_key]
+USER_EXTRA_KEYS = [store.contacts_key, store.calls_key, store.history_key]
 
 
 class ProvisioningError(Exception):

@@ -8,6 +8,8 @@ Redis Cluster slot:
                            device  -> "webrtc" | "deskphone" (absent: never set)
                            forwards -> msgpack forwarding rules (absent: all disabled)
   ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
+  ua:calls:{N}       hash  Call-ID -> msgpack call in progress (lib/callstate)
+  ua:history:{N}     list  msgpack call history entries, newest first
   ua:did:<did>       string -> N
   ua:users           set of every provisioned number
   ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
@@ -34,6 +36,14 @@ def user_key(number):
 
 def contacts_key(number):
     return f"ua:contacts:{{{number}}}"
+
+
+def calls_key(number):
+    return f"ua:calls:{{{number}}}"
+
+
+def history_key(number):
+    return f"ua:history:{{{number}}}"
 
 
 def did_key(did):

@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, calls, callstate, config, forwarding, media, registrar, routing,  # noqa: E402
-                 sipmsg, store)
+from lib import (api, blf, calls, callstate, config, forwarding, media, registrar,  # noqa: E402
+                 routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -78,6 +78,11 @@ def alias_contact():
         KSR.nathelper.add_contact_alias()
 
 
+def send_notify(message):
+    KSR.tm.t_uac_send("NOTIFY", message.ruri, message.nexthop, message.socket,
+                      message.headers, message.body)
+
+
 class kamailio:
     def child_init(self, rank):
         return 0
@@ -136,6 +141,9 @@ class kamailio:
             if KSR.tm.t_check_trans() > 0:
                 self.relay()
             return
+        if KSR.is_SUBSCRIBE() and KSR.is_myself_ruri():
+            self.rewatch()
+            return
         reply(404, "Not Here")
 
     def relay(self, answer_failure=False):
@@ -191,7 +199,8 @@ class kamailio:
             if MEDIA and KSR.sdpops.sdp_content() > 0:
                 guarded(KSR.rtpengine.rtpengine_answer, media.ANSWER_FLAGS)
         if 200 <= code < 300 and pv("$rm") == "INVITE":
-            guarded(lambda: callstate.answer(self.call_users(), pv("$ci"), time.time()))
+            guarded(lambda: self.presence_changed(
+                callstate.answer(self.call_users(), pv("$ci"), time.time())))
         return 1
 
     # --- call state and history ---------------------------------------------------------
@@ -207,7 +216,7 @@ class kamailio:
         return [n for n in (params.get(CALLER_RR), params.get(CALLEE_RR)) if n]
 
     def end_call(self, users, forwarded_to=None):
-        callstate.finish(users, pv("$ci"), time.time(), forwarded_to)
+        self.presence_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
 
     def track_call(self, plan, caller):
         """Who takes part in this new call: each local user gets a call in progress (or a
@@ -233,6 +242,7 @@ class kamailio:
                                         device=entries.pop(caller)["device"])
         callstate.begin(entries, call_id)
         KSR.pvx.avp_sets(USERS_AVP, json.dumps(list(entries)))
+        self.presence_changed(list(entries))
 
     # --- registrar --------------------------------------------------------------------
 
@@ -275,6 +285,7 @@ class kamailio:
                                             CFG.max_contacts)
         if result.code == 200:
             registrar.apply(number, result)
+            self.presence_changed([number])
             if bound and result.upserts:
                 KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)
@@ -306,6 +317,9 @@ class kamailio:
                 KSR.hdr.remove(header)
             alias_contact()
         event = (KSR.hdr.get("Event") or "").split(";")[0].strip()
+        if KSR.is_SUBSCRIBE() and event == "dialog":
+            self.watch(ctx)
+            return
         decision = calls.decide(ctx, dialled, CFG.domain, self.reachable(ctx), pv("$rm"), event)
         if KSR.is_INVITE() and isinstance(decision, (routing.Ring, routing.Reject)) and ctx.callee:
             plan = calls.plan_incoming(ctx, decision, self.diverted(), CFG.domain,
@@ -325,7 +339,7 @@ class kamailio:
         reachable, dead = calls.split_reachable(
             ctx.callee_contacts, CFG.node_id, lambda conid: KSR.tcpops.tcp_conid_alive(conid) > 0)
         for contact in dead:
-            registrar.drop_connection(CFG.node_id, contact["peer"])
+            self.presence_changed(registrar.drop_connection(CFG.node_id, contact["peer"]))
         return reachable
 
     def load_local(self, number):
@@ -424,6 +438,7 @@ class kamailio:
         if isinstance(outcome, forwarding.RingDeskphone):
             registrar.remove_bindings(call["number"], outcome.stale_fields)
             callstate.set_device(call["number"], pv("$ci"), routing.DESKPHONE)
+            self.presence_changed([call["number"]])
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
                               callee)
         else:
@@ -470,11 +485,74 @@ class kamailio:
             self.media_down = True
             KSR.set_drop()    # this branch is not sent; the request route answers 503
 
+    # --- presence for BLF keys ---------------------------------------------------------
+
+    def presence_changed(self, numbers):
+        """Tell the watchers of these users, if their aggregated state changed."""
+        for message in blf.changed(numbers, time.time()):
+            send_notify(message)
+
+    def subscription_expires(self):
+        raw = KSR.hdr.get("Expires")
+        requested = blf.DEFAULT_EXPIRES if raw is None else sipmsg.parse_delta_seconds(raw)
+        expires = blf.granted_expires(requested)
+        if expires is None:
+            reply(423, "Interval Too Brief", [f"Min-Expires: {blf.MIN_EXPIRES}"])
+        return expires
+
+    def watch(self, ctx):
+        """A BLF key subscribes to user N's dialog state (RFC 4235)."""
+        if ctx.callee is None:
+            reply(404, "Not Found")
+            return
+        expires = self.subscription_expires()
+        contact = KSR.hdr.get("Contact")
+        if expires is None:
+            return
+        if not contact:
+            reply(400, "Bad Request (no Contact)")
+            return
+        number, proto = ctx.callee["number"], pv("$pr")
+        ours = f"<sip:{number}@{pv('$Ri')}:{pv('$Rp')};transport={URI_TRANSPORT.get(proto, proto)}>"
+        routes = KSR.pv.get("$(hdr(Record-Route)[*])")
+        sub = blf.new_subscription(
+            number, CFG.domain, pv("$ci"), KSR.hdr.get("From"), KSR.pv.get("$ltt"),
+            sipmsg.parse_contact(sipmsg.split_values(contact)[0])[0],
+            f"sip:{pv('$si')}:{pv('$sp')};transport={URI_TRANSPORT.get(proto, proto)}",
+            f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}", ours,
+            sipmsg.split_values(routes) if routes else [], expires, time.time())
+        reply(200, "OK", [f"Expires: {expires}", f"Contact: {ours}"])
+        send_notify(blf.subscribe(sub, time.time()) if expires
+                    else blf.notify(sub, "unavailable", time.time(), "timeout")[1])
+
+    def rewatch(self):
+        """A watcher refreshes its subscription, or ends it with Expires: 0."""
+        sub = blf.find(pv("$rU") or "", pv("$ci"))
+        if sub is None:
+            reply(481, "Subscription Does Not Exist")
+            return
+        expires = self.subscription_expires()
+        if expires is None:
+            return
+        reply(200, "OK", [f"Expires: {expires}"])
+        now = time.time()
+        if expires == 0:
+            send_notify(blf.unsubscribe(sub, now, "timeout"))
+        else:
+            send_notify(blf.subscribe({**sub, "expires_at": now + expires}, now))
+
+    def ksr_blf_timer(self, msg, *args):
+        def expire():
+            for message in blf.expired(time.time()):
+                send_notify(message)
+        return guarded(expire)
+
     # --- connections ------------------------------------------------------------------
 
     def ksr_tcpops_event(self, msg, evname=""):
         def closed():
-            registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}")
+            self.presence_changed(
+                registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
         return guarded(closed)
 
     def ksr_websocket_event(self, msg, evname=""):
@@ -495,8 +573,9 @@ class kamailio:
             self.websocket_upgrade(path)
             return
         headers = {name: KSR.hdr.get(name) for name in HTTP_REQUEST_HEADERS}
-        code, reason, ctype, body, extra = api.handle_raw(pv("$rm"), path, headers,
-                                                          KSR.pv.get("$rb") or b"")
+        code, reason, ctype, body, extra = api.handle_raw(
+            pv("$rm"), path, headers, KSR.pv.get("$rb") or b"",
+            presence_changed=lambda number: self.presence_changed([number]))
         for name, value in extra:
             KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
         KSR.xhttp.xhttp_reply(code, reason, ctype, body)

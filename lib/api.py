@@ -88,12 +88,16 @@ class Context:
     prober exists); event(name) for metrics: "auth_failure" (wrong or missing API
     credentials) and "store_error" (a 503 for an unreachable store)."""
 
-    def __init__(self, cfg=None, redis_client=None, now=None, mds_up=None, event=None):
+    def __init__(self, cfg=None, redis_client=None, now=None, mds_up=None, event=None,
+                 presence_changed=None):
         self.config = cfg if cfg is not None else config_mod.load()
         self._redis = redis_client
         self.now = time.time() if now is None else now
         self.mds_up = mds_up or (lambda name: None)
         self.event = event or (lambda name: None)
+        # A change that may move the user's presence (its device selection): the glue
+        # tells the user's BLF watchers.
+        self.presence_changed = presence_changed or (lambda number: None)
         self._prov = None
 
     @property
@@ -448,6 +452,7 @@ def put_device(ctx, req, params, who):
     if device not in provisioning.DEVICES:
         raise ApiError(400, "device must be webrtc or deskphone")
     profile = ctx.provisioning.set_device(number, device)
+    ctx.presence_changed(number)
     return Response(200, _device_status(ctx, number, profile, device))
 
 

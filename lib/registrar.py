@@ -174,17 +174,18 @@ def registered_classes(r, number, now):
 # by the device's ip:port: Kamailio's close event no longer knows the connection id.
 _DROP_CONNECTION = """
 local node, peer = ARGV[1], ARGV[2]
-local removed = 0
+local removed = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local sep = string.find(member, '|', 1, true)
-  local ckey = 'ua:contacts:{' .. string.sub(member, 1, sep - 1) .. '}'
+  local number = string.sub(member, 1, sep - 1)
+  local ckey = 'ua:contacts:{' .. number .. '}'
   local fld = string.sub(member, sep + 1)
   local raw = redis.call('HGET', ckey, fld)
   if raw then
     local c = cmsgpack.unpack(raw)
     if c['node'] == node and c['peer'] == peer then
       redis.call('HDEL', ckey, fld)
-      removed = removed + 1
+      table.insert(removed, number)
     end
   end
 end
@@ -195,11 +196,13 @@ return removed
 
 
 def drop_connection(node, peer):
-    return store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, peer),
-                                       store.conns_key(node), node, peer))
+    """The numbers of the users whose bindings went with the connection (once each)."""
+    removed = store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, peer),
+                                          store.conns_key(node), node, peer))
+    return sorted({n.decode() for n in removed})
 
 
 def drop_node_connections(node):
     """At start-up: every connection this node held before is gone with its process."""
     peers = store.call(lambda r: r.smembers(store.conns_key(node)))
-    return sum(drop_connection(node, p.decode()) for p in peers)
+    return sum(len(drop_connection(node, p.decode())) for p in peers)

@@ -88,12 +88,14 @@ def msg(text, retrans=False, extra="", action=""):
     return f"<send{attrs}{extra}>\n<![CDATA[\n\n{body}\n\n]]>\n{act}</send>\n"
 
 
-def recv_response(code, optional=False, nxt=None, extra=""):
+def recv_response(code, optional=False, nxt=None, extra="", body=""):
     attrs = f' response="{code}"'
     if optional:
         attrs += ' optional="true"'
     if nxt:
         attrs += f' next="{nxt}"'
+    if body:
+        return f"<recv{attrs}{extra}>\n{body}</recv>\n"
     return f"<recv{attrs}{extra}/>\n"
 
 
@@ -130,16 +132,17 @@ def provisional_block(nxt=None, codes=PROVISIONAL):
     return "".join(recv_response(c, optional=True, nxt=nxt) for c in codes)
 
 
-def final_block(routes, default_next, mandatory_last=True, extra_for=None):
+def final_block(routes, default_next, mandatory_last=True, extra_for=None, body_for=None):
     """One optional <recv> per final code. routes: {code: label} overrides;
-    extra_for: {code: extra attributes}. The last one is mandatory so the block
-    is a proper "wait for one of these"."""
+    extra_for: {code: extra attributes}; body_for: {code: <action> element}. The
+    last one is mandatory so the block is a proper "wait for one of these"."""
     out = []
     codes = FINAL_CODES
     for i, code in enumerate(codes):
         last = mandatory_last and i == len(codes) - 1
         out.append(recv_response(code, optional=not last, nxt=routes.get(code, default_next),
-                                 extra=(extra_for or {}).get(code, "")))
+                                 extra=(extra_for or {}).get(code, ""),
+                                 body=(body_for or {}).get(code, "")))
     return "".join(out)
 
 
@@ -752,6 +755,163 @@ def deskphone_subscribe_mwi():
 
 
 # ----------------------------------------------------------------------------
+# Busy lamp field (RFC 4235): a deskphone watching a colleague's dialog state
+
+def blf_subscribe_request(cseq, auth, in_dialog=False):
+    """SUBSCRIBE Event dialog for [service]. in_dialog: the un-SUBSCRIBE (Expires 0)
+    to the 2xx's Contact, along the recorded route set, To with the notifier's tag."""
+    if in_dialog:
+        ruri, route, to, expires = "[next_url]", "[routes]\n", "To:[$peer_to]", "0"
+    else:
+        ruri = "sip:[service]@[remote_ip]:[remote_port]"
+        route, to, expires = "", "To: <sip:[service]@[domain]>", "[expires]"
+    return f"""
+SUBSCRIBE {ruri} SIP/2.0
+{VIA}
+{route}Max-Forwards: 70
+From: <sip:[user]@[domain]>;tag=[pid]SIPpTag00[call_number]
+{to}
+Call-ID: [call_id]
+CSeq: {cseq} SUBSCRIBE
+Contact: {CONTACT}
+{"[authentication]" + chr(10) if auth else ""}Event: dialog
+Accept: application/dialog-info+xml
+Expires: {expires}
+[extra_headers]{UA}
+Content-Length: 0
+"""
+
+
+# Subscription-State: terminated sets `term` (a SIPp regexp variable stays set once
+# matched: the scenario ends soon after it is).
+TERM_ACTION = """  <action>
+    <ereg regexp="terminated" search_in="hdr" header="Subscription-State:" case_indep="true" assign_to="term"/>
+  </action>
+"""
+
+# the 2xx of the (first) SUBSCRIBE: route set (rrs) and remote target recorded, To
+# (with the notifier's tag) kept for the un-SUBSCRIBE
+SUB_2XX_EXTRA = {200: ' rrs="true"', 202: ' rrs="true"'}
+SUB_2XX_BODY = {200: SAVE_TO, 202: SAVE_TO}
+
+
+def notify_recv(optional=False, nxt=None, test=None):
+    """A NOTIFY; with test="term", jumps to nxt only when it terminates the
+    subscription (the test runs after the <ereg>)."""
+    extra = f' test="{test}"' if test else ""
+    return recv_request("NOTIFY", optional=optional, nxt=nxt, extra=extra, body=TERM_ACTION)
+
+
+def notify_200(nxt=None, test=None):
+    """200 to the NOTIFY just received (its headers copied). next/test on the <send>:
+    the branch is taken once the 200 is sent, without a <nop> in between (a NOTIFY
+    arriving while the call stands on a <nop> is unexpected; SIPp would answer it
+    by itself but the scenario would not see it)."""
+    extra = ""
+    if nxt:
+        extra += f' next="{nxt}"'
+    if test:
+        extra += f' test="{test}"'
+    return msg(uas_reply("200 OK", contact=None, record_route=False, tag=False), extra=extra)
+
+
+def blf_subscribe_flow(p, subscribed, first_notify_done, terminated, rejected, cseq,
+                       in_dialog=False):
+    """SUBSCRIBE (one 401/407 answered with credentials), waits for its 2xx: the
+    first NOTIFY may overtake it (RFC 6665; a multi-worker proxy can reorder them).
+    Labels it jumps to:
+      subscribed          2xx received, no NOTIFY yet
+      first_notify_done   NOTIFY (not terminating) received and answered, then the 2xx
+      terminated          a terminating NOTIFY received and answered, then the 2xx
+      rejected            a final error
+    p prefixes this flow's own labels. Not retransmitted by SIPp: see
+    deskphone_subscribe_mwi (the 200 to an early NOTIFY would wait for the 2xx)."""
+    ok = {200: subscribed, 202: subscribed}
+    extra, body = ({}, {}) if in_dialog else (SUB_2XX_EXTRA, SUB_2XX_BODY)
+    auth_extra = {401: ' auth="true"', 407: ' auth="true"'}
+    out = msg(blf_subscribe_request(cseq, False, in_dialog))
+    out += recv_response(100, optional=True)
+    out += notify_recv(optional=True, nxt=f"{p}early_notify")
+    out += final_block({**ok, 401: f"{p}auth", 407: f"{p}auth"}, rejected,
+                       extra_for={**extra, **auth_extra}, body_for=body)
+    out += label(f"{p}auth")
+    out += msg(blf_subscribe_request(cseq + 1, True, in_dialog))
+    out += recv_response(100, optional=True)
+    out += notify_recv(optional=True, nxt=f"{p}early_notify")
+    out += final_block(ok, rejected, extra_for=extra, body_for=body)
+    # the NOTIFY came before the 2xx: answer it, then wait for the 2xx
+    out += label(f"{p}early_notify")
+    out += notify_200(nxt=f"{p}early_terminated", test="term")
+    out += recv_response(100, optional=True)
+    out += final_block({200: first_notify_done, 202: first_notify_done}, rejected,
+                       extra_for=extra, body_for=body)
+    out += label(f"{p}early_terminated")
+    out += recv_response(100, optional=True)
+    out += final_block({200: terminated, 202: terminated}, rejected,
+                       extra_for=extra, body_for=body)
+    return out
+
+
+def notify_loop(p, done):
+    """Answers every NOTIFY with 200 until one terminates the subscription (its 200
+    is then the scenario's last message: `done` must be the end)."""
+    out = label(f"{p}loop")
+    out += notify_recv(nxt=f"{p}last", test="term")
+    out += notify_200(nxt=f"{p}loop")
+    out += label(f"{p}last")
+    out += notify_200(nxt=done)
+    return out
+
+
+def blf_watcher():
+    """SUBSCRIBE Event dialog to [service] (one 401/407 answered with credentials),
+    2xx, then answers every NOTIFY with 200 (the first may overtake the 2xx) until
+    stopped, or until a NOTIFY with Subscription-State terminated (answered; the
+    scenario then ends successfully). A final error fails the call."""
+    out = blf_subscribe_flow("", subscribed="notifies", first_notify_done="notifies",
+                             terminated="end", rejected="rejected", cseq=1)
+    out += label("rejected")
+    out += fail_call("the SUBSCRIBE was rejected: see the final response in the message log")
+    out += label("notifies")
+    out += notify_loop("", "end")
+    out += label("end")
+    return out
+
+
+def blf_watcher_unsubscribe():
+    """Like blf_watcher until the first NOTIFY (answered) and the 2xx; then hold_ms
+    (NOTIFYs arriving meanwhile are answered 200 by SIPp itself, see the module
+    docstring of tests/support/sipp.py), then the in-dialog un-SUBSCRIBE: Expires 0,
+    CSeq 3 (4 after a 401/407, answered once with credentials), Request-URI the 2xx's
+    Contact, Route the recorded route set, To with the notifier's tag. Its 2xx, then
+    NOTIFYs answered until the terminating one (which may overtake the 2xx). A
+    terminating NOTIFY before the un-SUBSCRIBE ends the scenario successfully too."""
+    out = blf_subscribe_flow("", subscribed="wait_first_notify", first_notify_done="hold",
+                             terminated="end", rejected="rejected", cseq=1)
+    out += label("rejected")
+    out += fail_call("a SUBSCRIBE was rejected: see the final response in the message log")
+    out += label("wait_first_notify")
+    out += notify_recv(nxt="first_terminated", test="term")
+    out += notify_200(nxt="hold")
+    out += label("first_terminated")
+    out += notify_200(nxt="end")
+    out += label("hold")
+    out += """<nop>
+  <action>
+    <todouble assign_to="hold" variable="hold_ms"/>
+  </action>
+</nop>
+<pause variable="hold"/>
+"""
+    out += blf_subscribe_flow("unsub_", subscribed="unsubscribed", first_notify_done="unsubscribed",
+                              terminated="end", rejected="rejected", cseq=3, in_dialog=True)
+    out += label("unsubscribed")
+    out += notify_loop("unsub_", "end")
+    out += label("end")
+    return out
+
+
+# ----------------------------------------------------------------------------
 
 SCENARIOS = {
     "deskphone_register": (deskphone_register, "UAC: REGISTER [user] (Contact at local ip:port, Expires [expires]), answers one 401/407 with [user]/[password], ends successfully on any final response."),
@@ -774,6 +934,8 @@ SCENARIOS = {
     "mds_mwi_notify": (mds_mwi_notify, "UAC: the MDS sends an unsolicited NOTIFY (Event message-summary, simple-message-summary body) to [service]; ends on 200, fails on any other final response."),
     "mds_mwi_subscription": (mds_mwi_subscription, "UAS: the MDS accepts a SUBSCRIBE (200, Expires [expires]), sends the in-dialog message-summary NOTIFY along the Record-Route, gets its 200. One subscription counts as one call (max_calls). Answers OPTIONS probes."),
     "deskphone_subscribe_mwi": (deskphone_subscribe_mwi, "UAC: the deskphone subscribes to message-summary for [user] (digest: one 401/407 answered), expects 200/202, answers the NOTIFY with 200; fails on a final error."),
+    "blf_watcher": (blf_watcher, "UAC: a deskphone BLF key: SUBSCRIBE Event dialog to [service] as [user] (digest: one 401/407 answered), expects 200/202, answers every NOTIFY with 200 until stopped; a NOTIFY with Subscription-State terminated is answered and ends it successfully; fails on a final error."),
+    "blf_watcher_unsubscribe": (blf_watcher_unsubscribe, "UAC: like blf_watcher until the first NOTIFY and the 2xx, then hold_ms, in-dialog un-SUBSCRIBE (Expires 0, along the route set), 2xx, answers NOTIFYs until the terminating one and ends successfully."),
 }
 
 GLOBALS = ["max_calls", "answered_calls", "ring_ms", "talk_ms", "hold_ms"]

@@ -1,7 +1,11 @@
 """The seed's "Presence", "Call history" and "History": what colleagues see of Alice
 whichever device she uses, and her mixed history of both devices."""
+import re
 import time
 
+import pytest
+
+from lib.dialoginfo import parse_dialog_states
 from tests.support.fixtures import DESKPHONE_IP
 from tests.test_forwarding import forwards
 from tests.test_unique_account import browser, deskphone, wait_until
@@ -14,9 +18,35 @@ def presence(site, number="1000", auth=("1001", "secret")):
     return body
 
 
-def presence_becomes(site, state, device, timeout=5):
+WATCHER_IP = "127.0.0.30"
+DIALOGS_OF = {"available": [], "unavailable": [], "ringing": ["early"], "in_use": ["confirmed"]}
+
+
+@pytest.fixture
+def watcher(site):
+    """Bob's BLF key on Alice (a SIPp deskphone subscribed to her dialog state)."""
+    process = site.sipp("blf_watcher", WATCHER_IP, timeout=120, keys={
+        "service": "1000", "user": "1001", "password": "secret", "expires": "3600"}).start()
+    process.wait_for("NOTIFY", timeout=5)
+    yield process
+    process.stop()
+
+
+def versions(notifies):
+    return [int(re.search(r'version="(\d+)"', n.body).group(1)) for n in notifies]
+
+
+def presence_becomes(site, state, device, watcher=None, timeout=5):
+    """The API shows it, and the watcher's latest NOTIFY says it (RFC 4235 mapping)."""
     assert wait_until(lambda: presence(site) == {"state": state, "device": device}, timeout), \
         presence(site)
+    if watcher is not None:
+        def notified():
+            notifies = watcher.received("NOTIFY")
+            return parse_dialog_states(notifies[-1].body) == DIALOGS_OF[state]
+        assert wait_until(notified, timeout), watcher.received("NOTIFY")[-1].body
+        numbers = versions(watcher.received("NOTIFY"))
+        assert numbers == sorted(set(numbers)), numbers      # strictly increasing
 
 
 def history(site, limit=50):
@@ -27,54 +57,55 @@ def history(site, limit=50):
 
 # --- Presence --------------------------------------------------------------------------
 
-def test_logged_out_presence_is_the_deskphones(site):
-    presence_becomes(site, "unavailable", None)
+def test_logged_out_presence_is_the_deskphones(site, watcher):
+    presence_becomes(site, "unavailable", None, watcher)
     desk = deskphone(site)
-    presence_becomes(site, "available", "deskphone")
+    presence_becomes(site, "available", "deskphone", watcher)
     caller = site.mds_calls("1000", talk_ms=3000).start()
     desk.wait_for("INVITE", timeout=5)
-    presence_becomes(site, "in_use", "deskphone")
+    presence_becomes(site, "in_use", "deskphone", watcher)
     assert caller.wait(15).ok
-    presence_becomes(site, "available", "deskphone")
+    presence_becomes(site, "available", "deskphone", watcher)
 
 
-def test_logged_in_presence_follows_the_browser(site):
+def test_logged_in_presence_follows_the_browser(site, watcher):
     desk = deskphone(site)
     tab = browser(site)
-    presence_becomes(site, "available", "webrtc")
+    presence_becomes(site, "available", "webrtc", watcher)
     caller = site.mds_calls("1000", talk_ms=1000).start()
     invite = tab.wait_request("INVITE", timeout=5)
     tab.ring(invite)
-    presence_becomes(site, "ringing", "webrtc")
+    presence_becomes(site, "ringing", "webrtc", watcher)
     tab.answer(invite)
-    presence_becomes(site, "in_use", "webrtc")
+    presence_becomes(site, "in_use", "webrtc", watcher)
     assert caller.wait(15).ok
-    presence_becomes(site, "available", "webrtc")
+    presence_becomes(site, "available", "webrtc", watcher)
     desk.stop()
     tab.close()
 
 
-def test_call_placed_from_deskphone_while_logged_in_shows_in_use(site):
+def test_call_placed_from_deskphone_while_logged_in_shows_in_use(site, watcher):
     mds = site.mds_answer()
     tab = browser(site)
+    presence_becomes(site, "available", "webrtc", watcher)
     placing = site.sipp("deskphone_call", DESKPHONE_IP, talk_ms=3000, keys={
         "service": "2000", "user": "1000", "password": "secret"}).start()
-    presence_becomes(site, "in_use", "webrtc")
+    presence_becomes(site, "in_use", "webrtc", watcher)
     assert placing.wait(15).ok
-    presence_becomes(site, "available", "webrtc")
+    presence_becomes(site, "available", "webrtc", watcher)
     mds.stop()
     tab.close()
 
 
-def test_logged_in_with_deskphone_selected_shows_the_deskphones_state(site):
+def test_logged_in_with_deskphone_selected_shows_the_deskphones_state(site, watcher):
     tab = browser(site)
     site.proxy.select_device("1000", "deskphone")
-    presence_becomes(site, "available", "webrtc")         # deskphone unregistered: rule 5
+    presence_becomes(site, "available", "webrtc", watcher)   # deskphone unregistered: rule 5
     desk = deskphone(site)
-    presence_becomes(site, "available", "deskphone")
+    presence_becomes(site, "available", "deskphone", watcher)
     caller = site.mds_calls("1000", talk_ms=3000).start()
     desk.wait_for("INVITE", timeout=5)
-    presence_becomes(site, "in_use", "deskphone")
+    presence_becomes(site, "in_use", "deskphone", watcher)
     assert caller.wait(15).ok
     tab.close()
 
@@ -83,6 +114,39 @@ def test_presence_is_readable_by_colleagues_only(site):
     assert site.proxy.api("GET", "/api/v1/users/1000/presence", auth=None)[0] == 401
     assert site.proxy.api("GET", "/api/v1/users/1000/presence", auth=("1001", "bad"))[0] == 401
     assert site.proxy.api("GET", "/api/v1/users/4242/presence")[0] == 404
+
+
+def test_unsubscribe_gets_a_terminating_notify(site):
+    outcome = site.sipp("blf_watcher_unsubscribe", WATCHER_IP, hold_ms=500, keys={
+        "service": "1000", "user": "1001", "password": "secret"}).run()
+    assert outcome.ok, outcome.describe()
+    assert outcome.received("NOTIFY")[-1].header("Subscription-State").startswith("terminated")
+
+
+def test_subscription_expiry_gets_a_terminating_notify(site):
+    short = site.sipp("blf_watcher", WATCHER_IP, timeout=20, keys={
+        "service": "1000", "user": "1001", "password": "secret", "expires": "2"})
+    outcome = short.run()                      # ends on the terminating NOTIFY
+    assert outcome.ok, outcome.describe()
+    first, last = outcome.received("NOTIFY")[0], outcome.received("NOTIFY")[-1]
+    assert last.header("Subscription-State").startswith("terminated;reason=timeout")
+    assert last.epoch - first.epoch < 4
+
+
+def test_watchers_survive_a_proxy_restart(site, watcher):
+    presence_becomes(site, "unavailable", None, watcher)
+    site.proxy.restart()
+    desk = deskphone(site)                     # changes after the restart are notified
+    caller = site.mds_calls("1000", talk_ms=3000).start()
+    desk.wait_for("INVITE", timeout=5)
+    presence_becomes(site, "in_use", "deskphone", watcher)
+    assert caller.wait(15).ok
+
+
+def test_subscribing_to_an_unknown_user_is_404(site):
+    outcome = site.sipp("blf_watcher", WATCHER_IP, keys={
+        "service": "4242", "user": "1001", "password": "secret"}).run()
+    assert outcome.received(404)
 
 
 # --- History ---------------------------------------------------------------------------

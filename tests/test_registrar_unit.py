@@ -105,7 +105,7 @@ def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url,
     registrar.apply("1000", tab)
     assert r.ttl(store.contacts_key("1000")) > 600
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
-    assert registrar.drop_connection("n1", "127.0.0.20:40007") == 1
+    assert registrar.drop_connection("n1", "127.0.0.20:40007") == ["1000"]
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": False, "deskphone": True}
 
 
@@ -118,7 +118,7 @@ def test_close_of_an_old_connection_spares_a_binding_moved_to_a_new_one(redis_ur
                                      "600", transport="ws", conid=9, cseq=2), "ua",
                              first.upserts, NOW, 5)
     registrar.apply("1000", moved)
-    assert registrar.drop_connection("n1", "127.0.0.20:40007") == 0
+    assert registrar.drop_connection("n1", "127.0.0.20:40007") == []
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is True
     assert registrar.drop_node_connections("n1") == 1
     assert registrar.registered_classes(r, "1000", NOW)["webrtc"] is False

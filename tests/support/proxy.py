@@ -26,7 +26,9 @@ class Proxy:
             "UA_NODE_ID": node_id, "UA_VAR_DIR": str(self.workdir / "var"),
             "UA_SIP_PORT": str(free_port(listen)), "UA_TLS_PORT": str(free_port(listen)),
             "UA_HTTP_PORT": str(free_port(listen)), "UA_HTTPS_PORT": str(free_port(listen)),
-            "UA_CHILDREN": "2", "UA_MEDIA": "passthrough", **(env or {})}
+            "UA_CHILDREN": "2", "UA_MEDIA": "passthrough",
+            # lets a test see a BLF subscription expire within seconds
+            "UA_SUBSCRIBE_MIN_EXPIRES": "1", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"
 

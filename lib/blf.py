@@ -1,0 +1,166 @@
+"""SIP presence for BLF keys (contract section 7): subscriptions to the `dialog` event of a
+user, kept in Redis so they survive a proxy restart, and the NOTIFYs to send when the
+user's aggregated presence changes. The glue sends what this module returns with tm's
+t_uac_send.
+
+  ua:watchers:{N}   hash   watcher Call-ID -> msgpack subscription
+  ua:presence:{N}   string the aggregated state last notified to N's watchers
+  ua:watch:expiry   zset   "N|Call-ID" scored by expiry time (for the expiry timer)
+"""
+import os
+from dataclasses import dataclass
+
+from lib import callstate, store
+from lib.dialoginfo import dialog_info_xml
+from lib.registrar import live
+from lib.routing import DEVICE_CLASSES
+
+MIN_EXPIRES = int(os.environ.get("UA_SUBSCRIBE_MIN_EXPIRES", "60"))
+MAX_EXPIRES = DEFAULT_EXPIRES = 3600
+EXPIRY_KEY = "ua:watch:expiry"
+
+
+def watchers_key(number):
+    return f"ua:watchers:{{{number}}}"
+
+
+def presence_key(number):
+    return f"ua:presence:{{{number}}}"
+
+
+@dataclass
+class Notify:
+    ruri: str
+    nexthop: str
+    socket: str
+    headers: str
+    body: str
+
+
+def granted_expires(requested):
+    """The subscription's duration; None means 423 (too brief) for a non-zero request."""
+    if requested == 0:
+        return 0
+    if requested < MIN_EXPIRES:
+        return None
+    return min(requested, MAX_EXPIRES)
+
+
+def new_subscription(number, domain, call_id, watcher, our_tag, target, nexthop, socket,
+                     contact, routes, expires, now):
+    """watcher: the SUBSCRIBE's From (with its tag); target: its Contact URI; nexthop and
+    socket: where it came from, so NOTIFYs reach it behind NAT or over its connection."""
+    return {"number": number, "entity": f"sip:{number}@{domain}", "call_id": call_id,
+            "watcher": watcher, "our_tag": our_tag, "target": target, "nexthop": nexthop,
+            "socket": socket, "contact": contact, "routes": routes, "cseq": 0,
+            "version": 0, "expires_at": now + expires}
+
+
+def notify(sub, state, now, terminated=None):
+    """(updated subscription, the NOTIFY telling `state`); terminated: the reason when
+    this NOTIFY ends the subscription."""
+    sub = {**sub, "cseq": sub["cseq"] + 1, "version": sub["version"] + 1}
+    if terminated:
+        status = f"terminated;reason={terminated}"
+    else:
+        status = f"active;expires={max(0, int(sub['expires_at'] - now))}"
+    headers = "".join(f"{name}: {value}\r\n" for name, value in (
+        ("From", f"<{sub['entity']}>;tag={sub['our_tag']}"), ("To", sub["watcher"]),
+        ("Call-ID", sub["call_id"]), ("CSeq", f"{sub['cseq']} NOTIFY"),
+        ("Contact", sub["contact"]), ("Event", "dialog"), ("Subscription-State", status),
+        ("Max-Forwards", "70"), ("Content-Type", "application/dialog-info+xml"),
+        *(("Route", route) for route in sub["routes"])))
+    body = dialog_info_xml(sub["entity"], sub["version"] - 1, state)
+    return sub, Notify(sub["target"], sub["nexthop"], sub["socket"], headers, body)
+
+
+# --- store ------------------------------------------------------------------------------
+
+def _inputs(r, number, now):
+    pipe = r.pipeline(transaction=False)
+    pipe.hmget(store.user_key(number), "profile", "device")
+    pipe.hgetall(store.contacts_key(number))
+    pipe.hvals(store.calls_key(number))
+    pipe.get(presence_key(number))
+    pipe.hgetall(watchers_key(number))
+    (profile, selected), contacts, calls, last, watchers = pipe.execute()
+    return profile, selected, contacts, calls, last, watchers
+
+
+def presence_of(profile, selected, contacts, calls, now):
+    classes = {c["class"] for c in live({k: store.unpack(v) for k, v in contacts.items()},
+                                        now).values()}
+    registered = {klass: klass in classes for klass in DEVICE_CLASSES}
+    state, _ = callstate.presence([store.unpack(c) for c in calls], profile["line_type"],
+                                  selected.decode() if selected else None, registered, now)
+    return state
+
+
+def subscribe(sub, now):
+    """Store a new or refreshed subscription; the NOTIFY that tells the current state."""
+    def write(r):
+        profile, selected, contacts, calls, _, _ = _inputs(r, sub["number"], now)
+        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        updated, message = notify(sub, state, now)
+        save(r, updated, state)
+        return message
+    return store.call(write)
+
+
+def save(r, sub, state=None):
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(watchers_key(sub["number"]), sub["call_id"], store.pack(sub))
+    pipe.zadd(EXPIRY_KEY, {f"{sub['number']}|{sub['call_id']}": sub["expires_at"]})
+    if state:
+        pipe.set(presence_key(sub["number"]), state)
+    pipe.execute()
+
+
+def find(number, call_id):
+    return store.unpack(store.call(lambda r: r.hget(watchers_key(number), call_id)))
+
+
+def unsubscribe(sub, now, reason):
+    """Remove a subscription; the NOTIFY that terminates it."""
+    def write(r):
+        profile, selected, contacts, calls, _, _ = _inputs(r, sub["number"], now)
+        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        pipe = r.pipeline(transaction=True)
+        pipe.hdel(watchers_key(sub["number"]), sub["call_id"])
+        pipe.zrem(EXPIRY_KEY, f"{sub['number']}|{sub['call_id']}")
+        pipe.execute()
+        return notify(sub, state, now, terminated=reason)[1]
+    return store.call(write)
+
+
+def changed(numbers, now):
+    """NOTIFYs for every watcher of the users whose aggregated state changed."""
+    def scan(r):
+        messages = []
+        for number in numbers:
+            profile, selected, contacts, calls, last, watchers = _inputs(r, number, now)
+            if not watchers or profile is None:
+                continue
+            state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+            if last and last.decode() == state:
+                continue
+            for raw in watchers.values():
+                updated, message = notify(store.unpack(raw), state, now)
+                save(r, updated, state)
+                messages.append(message)
+        return messages
+    return store.call(scan) if numbers else []
+
+
+def expired(now):
+    """Terminating NOTIFYs for the subscriptions whose time is up."""
+    due = store.call(lambda r: r.zrangebyscore(EXPIRY_KEY, "-inf", now))
+    messages = []
+    for member in due:
+        number, _, call_id = member.decode().partition("|")
+        sub = find(number, call_id)
+        if sub is None:
+            store.call(lambda r: r.zrem(EXPIRY_KEY, member))
+            continue
+        messages.append(unsubscribe(sub, now, "timeout"))
+    return messages

@@ -10,6 +10,8 @@ Redis Cluster slot:
   ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
   ua:calls:{N}       hash  Call-ID -> msgpack call in progress (lib/callstate)
   ua:history:{N}     list  msgpack call history entries, newest first
+  ua:watchers:{N}    hash  BLF subscription Call-ID -> msgpack (lib/blf), with
+  ua:presence:{N}, ua:watch:expiry: last notified state, expiry index
   ua:did:<did>       string -> N
   ua:users           set of every provisioned number
   ua:mds             hash  <name> -> msgpack {"uri", "addresses"}

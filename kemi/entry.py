@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, blf, calls, callstate, config, forwarding, media, registrar,  # noqa: E402
-                 routing, sipmsg, store)
+from lib import (api, blf, calls, callstate, config, forwarding, media, metrics,  # noqa: E402
+                 registrar, routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -49,12 +49,18 @@ def store_unavailable():
     reply(503, "Service Unavailable", ["Retry-After: 1"])
 
 
+def count(family, *labels):
+    """One more in a shared-memory counter of lib/metrics (atomic across processes)."""
+    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(family, 1, *labels)
+
+
 def guarded(fn, *args):
     """Every entry point: an exception must never reach Kamailio (a reply would be dropped,
     a request left unanswered)."""
     try:
         fn(*args)
     except store.StoreUnavailable:
+        count("ua_store_errors_total")
         if can_answer():
             store_unavailable()
     except Exception:
@@ -62,6 +68,16 @@ def guarded(fn, *args):
         if can_answer():
             reply(500, "Server Internal Error")
     return 1
+
+
+def quietly(fn, *args):
+    """Bookkeeping after the request was relayed: log a failure, never answer it."""
+    try:
+        fn(*args)
+    except store.StoreUnavailable:
+        count("ua_store_errors_total")
+    except Exception:
+        KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
 
 
 def can_answer():
@@ -85,6 +101,10 @@ def send_notify(message):
 
 class kamailio:
     def child_init(self, rank):
+        if rank == 1:   # once, in the first SIP worker: every series exists from the start
+            for family, series in metrics.COUNTERS.items():
+                for labels in series:
+                    getattr(KSR.xhttp_prom, f"counter_reset_l{len(labels)}")(family, *labels)
         return 0
 
     # --- SIP requests -----------------------------------------------------------------
@@ -135,7 +155,7 @@ class kamailio:
                 return
             self.relay()
             if KSR.is_BYE():         # bookkeeping after the BYE is on its way
-                self.end_call(self.dialog_users())
+                quietly(self.end_call, self.dialog_users())
             return
         if KSR.is_ACK():
             if KSR.tm.t_check_trans() > 0:
@@ -251,6 +271,8 @@ class kamailio:
         if ha1 is None:
             ha1 = "0" * 32  # unknown user: same answer as a wrong password
         rc = KSR.auth.pv_auth_check(CFG.domain, ha1, 1, 1)
+        if rc < 0 and rc != -4:      # a stale nonce is no failure, just a new challenge
+            count("ua_auth_failures_total", "sip")
         if rc == -8:
             reply(403, "Forbidden (authentication user does not own this address)")
             return False
@@ -293,6 +315,13 @@ class kamailio:
     # --- initial requests -------------------------------------------------------------
 
     def initial(self):
+        started = time.perf_counter()
+        self.route_initial()
+        # The request is on its way already: a metrics problem must not reach it.
+        quietly(KSR.xhttp_prom.histogram_observe_l0, metrics.ROUTING_HISTOGRAM,
+                f"{time.perf_counter() - started:.6f}")
+
+    def route_initial(self):
         if KSR.is_PUBLISH():
             reply(489, "Bad Event")  # presence comes with the presence feature
             return
@@ -333,7 +362,17 @@ class kamailio:
             KSR.rr.record_route()
         if KSR.is_INVITE():
             self.track_call(plan, ctx.caller["number"] if ctx.source_mds is None else None)
+            self.count_routing(plan)
         self.apply(plan, self.diverted())
+
+    def count_routing(self, plan):
+        for step in plan.retargets:
+            count("ua_forwards_total", step.trigger)
+        ring = plan.decision
+        if isinstance(ring, routing.Ring) and ring.device in routing.DEVICE_CLASSES:
+            count("ua_calls_routed_total", ring.device, ring.reason)
+            if ring.device == routing.DESKPHONE and ring.reason == "logged_out":
+                count("ua_fallbacks_total", "logged_out")
 
     def reachable(self, ctx):
         reachable, dead = calls.split_reachable(
@@ -439,6 +478,7 @@ class kamailio:
             registrar.remove_bindings(call["number"], outcome.stale_fields)
             callstate.set_device(call["number"], pv("$ci"), routing.DESKPHONE)
             self.presence_changed([call["number"]])
+            count("ua_fallbacks_total", "webrtc_unreachable")
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
                               callee)
         else:
@@ -447,6 +487,8 @@ class kamailio:
             plan = calls.plan_incoming(callee, None, call["diverted"], CFG.domain,
                                        CFG.voicemail_prefix, self.load_local, first=outcome)
             self.track_retarget(plan, [u for u in self.call_users() if u != call["number"]])
+            for step in plan.retargets:
+                count("ua_forwards_total", step.trigger)
         self.apply(plan, call["diverted"])
 
     def track_retarget(self, plan, users):
@@ -568,6 +610,9 @@ class kamailio:
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")  # no HTTP on SIP ports
             return
         path = KSR.xhttp.get_hu() or "/"
+        if path.split("?")[0] == "/metrics":
+            self.metrics()
+            return
         upgrade = (KSR.hdr.get("Upgrade") or "").lower()
         if upgrade == "websocket":
             self.websocket_upgrade(path)
@@ -575,10 +620,26 @@ class kamailio:
         headers = {name: KSR.hdr.get(name) for name in HTTP_REQUEST_HEADERS}
         code, reason, ctype, body, extra = api.handle_raw(
             pv("$rm"), path, headers, KSR.pv.get("$rb") or b"",
-            presence_changed=lambda number: self.presence_changed([number]))
+            presence_changed=lambda number: self.presence_changed([number]),
+            event=self.api_event)
         for name, value in extra:
             KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
         KSR.xhttp.xhttp_reply(code, reason, ctype, body)
+
+    def api_event(self, name):
+        if name == "auth_failure":
+            count("ua_auth_failures_total", "api")
+        elif name == "store_error":
+            count("ua_store_errors_total")
+
+    def metrics(self):
+        """Prometheus text: gauges counted in Redis now, then xhttp_prom renders it all."""
+        try:
+            for (family, device), value in metrics.gauge_values(time.time()).items():
+                KSR.xhttp_prom.gauge_set_l1(family, str(value), device)
+        except store.StoreUnavailable:
+            count("ua_store_errors_total")     # counters are still worth a scrape
+        KSR.xhttp_prom.dispatch()
 
     def websocket_upgrade(self, path):
         origin = KSR.hdr.get("Origin")

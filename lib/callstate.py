@@ -5,8 +5,8 @@ restarted proxy see the same thing."""
 import datetime
 import os
 
-from lib import store
-from lib.routing import device_status
+from lib import metrics, store
+from lib.routing import DEVICE_CLASSES, device_status
 
 RINGING, PLACED, IN_CALL = "ringing", "placed", "in_call"
 HISTORY_MAX = int(os.environ.get("UA_HISTORY_MAX", "1000"))
@@ -68,6 +68,9 @@ def begin(entries, call_id):
         pipe = r.pipeline(transaction=False)
         for number, call in entries.items():
             pipe.hset(calls_key(number), call_id, store.pack(call))
+            if call["device"]:
+                pipe.zadd(metrics.active_calls_key(call["device"]),
+                          {f"{number}|{call_id}": call["expires_at"]})
             pipe.expireat(calls_key(number), int(call["expires_at"]) + 60, gt=True)
             pipe.expireat(calls_key(number), int(call["expires_at"]) + 60, nx=True)
         pipe.execute()
@@ -96,7 +99,10 @@ def set_device(number, call_id, device):
     def update(r):
         call = _load(r, [number], call_id).get(number)
         if call:
-            r.hset(calls_key(number), call_id, store.pack({**call, "device": device}))
+            pipe = r.pipeline(transaction=False)
+            unindex(pipe, number, call_id)
+            pipe.execute()
+            begin({number: {**call, "device": device}}, call_id)
     store.call(update)
 
 
@@ -108,9 +114,15 @@ def finish(numbers, call_id, now, forwarded_to=None):
         for number, call in calls.items():
             record(pipe, number, history_entry(call_id, call, now, forwarded_to))
             pipe.hdel(calls_key(number), call_id)
+            unindex(pipe, number, call_id)
         pipe.execute()
         return list(calls)
     return store.call(write) if numbers else []
+
+
+def unindex(pipe, number, call_id):
+    for device in DEVICE_CLASSES:
+        pipe.zrem(metrics.active_calls_key(device), f"{number}|{call_id}")
 
 
 def record(pipe, number, entry):

@@ -3,7 +3,7 @@ few store operations that read and apply it."""
 from dataclasses import dataclass, field
 
 from lib import config as cfgmod
-from lib import sipmsg, store
+from lib import metrics, sipmsg, store
 from lib.routing import DEVICE_CLASSES, class_allowed, device_class
 
 # Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
@@ -127,8 +127,11 @@ def apply(number, result):
         pipe = r.pipeline(transaction=True)
         if result.removals:
             pipe.hdel(key, *result.removals)
+            unindex(pipe, number, result.removals)
         for fld, contact in result.upserts.items():
             pipe.hset(key, fld, store.pack(contact))
+            pipe.zadd(metrics.registrations_key(contact["class"]),
+                      {f"{number}|{fld}": contact["expires_at"]})
             if contact["peer"] is not None:
                 ckey = store.conn_key(contact["node"], contact["peer"])
                 pipe.sadd(ckey, f"{number}|{fld}")
@@ -155,10 +158,21 @@ def contacts_of(number, now):
     return live(contacts, now)
 
 
+def unindex(pipe, number, fields):
+    """Bindings gone from the registration counts (a field starts with its class)."""
+    for fld in fields:
+        pipe.zrem(metrics.registrations_key(fld.split("|", 1)[0]), f"{number}|{fld}")
+
+
 def remove_bindings(number, fields):
     """Rule 7: a browser that never answered anything is gone; so are its bindings."""
+    def write(r):
+        pipe = r.pipeline(transaction=True)
+        pipe.hdel(store.contacts_key(number), *fields)
+        unindex(pipe, number, fields)
+        pipe.execute()
     if fields:
-        store.call(lambda r: r.hdel(store.contacts_key(number), *fields))
+        store.call(write)
 
 
 def registered_classes(r, number, now):
@@ -185,6 +199,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local c = cmsgpack.unpack(raw)
     if c['node'] == node and c['peer'] == peer then
       redis.call('HDEL', ckey, fld)
+      redis.call('ZREM', 'ua:reg:' .. c['class'], member)
       table.insert(removed, number)
     end
   end

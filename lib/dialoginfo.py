@@ -14,7 +14,7 @@ Mapping (always a full-state document):
     in_use                  <dialog id=..><state>confirmed</state>
 """
 import xml.etree.ElementTree as ET
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape
 
 CONTENT_TYPE = "application/dialog-info+xml"
 NAMESPACE = "urn:ietf:params:xml:ns:dialog-info"
@@ -29,6 +29,14 @@ _DIALOG = {
 }
 
 
+_ATTR_ENTITIES = {'"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+
+
+def _attr(value) -> str:
+    """A double-quoted XML attribute value (&, <, >, ", and whitespace escaped)."""
+    return '"' + escape(str(value), _ATTR_ENTITIES) + '"'
+
+
 def dialog_info_xml(entity: str, version: int, state: str, dialog_id: str = "ua") -> str:
     """The application/dialog-info+xml body for `entity` (the watched user's SIP URI)
     in presence `state`, with document `version` (a non-negative integer, increasing
@@ -39,13 +47,13 @@ def dialog_info_xml(entity: str, version: int, state: str, dialog_id: str = "ua"
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise ValueError(f"version must be a non-negative integer, not {version!r}")
     head = (f'<dialog-info xmlns="{NAMESPACE}" version="{version}" state="full"'
-            f" entity={quoteattr(str(entity))}")
+            f" entity={_attr(entity)}")
     dialog = _DIALOG[state]
     if dialog is None:
         doc = head + "/>"
     else:
         dialog_state, direction = dialog
-        attrs = f" id={quoteattr(str(dialog_id))}"
+        attrs = f" id={_attr(dialog_id)}"
         if direction:
             attrs += f' direction="{direction}"'
         doc = f"{head}><dialog{attrs}><state>{dialog_state}</state></dialog></dialog-info>"

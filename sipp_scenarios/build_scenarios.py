@@ -31,6 +31,10 @@ Conventions (tests/support/sipp.py relies on them):
   `max_calls` calls (int_cmd stop_now): the wrapper treats 97 as success.
 - A UAC that gets an unexpected final answer acknowledges it, prints a warning
   (stderr and error log) and fails the call (exit code 1).
+- blf_watcher, blf_watcher_unsubscribe (busy lamp field, Event dialog): a NOTIFY that
+  arrives while the scenario waits for something else (the 2xx after an early NOTIFY,
+  the hold_ms pause) is answered 200 by an `_unexp.main` handler, which then resumes
+  the scenario (and the pause) where it was; see "Busy lamp field" below.
 """
 import os
 import re
@@ -756,6 +760,25 @@ def deskphone_subscribe_mwi():
 
 # ----------------------------------------------------------------------------
 # Busy lamp field (RFC 4235): a deskphone watching a colleague's dialog state
+#
+# The NOTIFYs of a subscription can come at any time, also while the scenario waits
+# for something else (the 2xx after an early NOTIFY, the hold pause). SIPp 3.6 drops
+# such an unexpected in-dialog request (no automatic answer). These scenarios have an
+# `_unexp.main` handler: SIPp jumps there on an unexpected message (the message
+# queued for the handler's <recv>, the interrupted position in _unexp.retaddr and a
+# pause's end in _unexp.pausedaddr); the handler answers the NOTIFY, restores the
+# pause and jumps back.
+# SIPp 3.6.1 runs the <send> that follows a <recv> while processing the received
+# message, but the element after a <send> only in a later scheduling round: a message
+# arriving in between meets that element (a <nop>, a <pause>, a <recv> of something
+# else). Hence the 200s carry their `next` themselves, and the handler.
+# A <jump> to element N takes the `next` of element N-1 into account, so every place
+# the handler may return to is preceded by an element without an unconditional
+# `next`: GUARD, a <nop/> that the flow never reaches (it follows an element that
+# always jumps).
+
+GUARD = "<nop/>\n"
+
 
 def blf_subscribe_request(cseq, auth, in_dialog=False):
     """SUBSCRIBE Event dialog for [service]. in_dialog: the un-SUBSCRIBE (Expires 0)
@@ -789,8 +812,8 @@ TERM_ACTION = """  <action>
   </action>
 """
 
-# the 2xx of the (first) SUBSCRIBE: route set (rrs) and remote target recorded, To
-# (with the notifier's tag) kept for the un-SUBSCRIBE
+# the 2xx of the first SUBSCRIBE: route set (rrs) and remote target (its Contact)
+# recorded, To (with the notifier's tag) kept for the un-SUBSCRIBE
 SUB_2XX_EXTRA = {200: ' rrs="true"', 202: ' rrs="true"'}
 SUB_2XX_BODY = {200: SAVE_TO, 202: SAVE_TO}
 
@@ -803,16 +826,23 @@ def notify_recv(optional=False, nxt=None, test=None):
 
 
 def notify_200(nxt=None, test=None):
-    """200 to the NOTIFY just received (its headers copied). next/test on the <send>:
-    the branch is taken once the 200 is sent, without a <nop> in between (a NOTIFY
-    arriving while the call stands on a <nop> is unexpected; SIPp would answer it
-    by itself but the scenario would not see it)."""
+    """200 to the NOTIFY just received (its headers copied). next/test on the <send>
+    itself: SIPp sends it while processing the NOTIFY, so the 2xx or NOTIFY that
+    follows finds the scenario already waiting for it."""
     extra = ""
     if nxt:
         extra += f' next="{nxt}"'
     if test:
         extra += f' test="{test}"'
     return msg(uas_reply("200 OK", contact=None, record_route=False, tag=False), extra=extra)
+
+
+def wait_2xx(nxt, rejected, first):
+    """The 2xx of a SUBSCRIBE whose NOTIFY came first (first: the initial SUBSCRIBE,
+    whose 2xx gives the route set and the To tag). Ends with an unconditional jump."""
+    extra, body = (SUB_2XX_EXTRA, SUB_2XX_BODY) if first else ({}, {})
+    return (recv_response(100, optional=True)
+            + final_block({200: nxt, 202: nxt}, rejected, extra_for=extra, body_for=body))
 
 
 def blf_subscribe_flow(p, subscribed, first_notify_done, terminated, rejected, cseq,
@@ -824,43 +854,74 @@ def blf_subscribe_flow(p, subscribed, first_notify_done, terminated, rejected, c
       first_notify_done   NOTIFY (not terminating) received and answered, then the 2xx
       terminated          a terminating NOTIFY received and answered, then the 2xx
       rejected            a final error
-    p prefixes this flow's own labels. Not retransmitted by SIPp: see
-    deskphone_subscribe_mwi (the 200 to an early NOTIFY would wait for the 2xx)."""
+    p prefixes this flow's own labels. Sent without SIPp's UDP retransmission: see
+    deskphone_subscribe_mwi (SIPp sends nothing while a request with retrans is
+    unanswered, the 200 to an early NOTIFY included)."""
+    first = not in_dialog
+    extra, body = (SUB_2XX_EXTRA, SUB_2XX_BODY) if first else ({}, {})
     ok = {200: subscribed, 202: subscribed}
-    extra, body = ({}, {}) if in_dialog else (SUB_2XX_EXTRA, SUB_2XX_BODY)
     auth_extra = {401: ' auth="true"', 407: ' auth="true"'}
     out = msg(blf_subscribe_request(cseq, False, in_dialog))
     out += recv_response(100, optional=True)
     out += notify_recv(optional=True, nxt=f"{p}early_notify")
     out += final_block({**ok, 401: f"{p}auth", 407: f"{p}auth"}, rejected,
                        extra_for={**extra, **auth_extra}, body_for=body)
+    out += GUARD
     out += label(f"{p}auth")
     out += msg(blf_subscribe_request(cseq + 1, True, in_dialog))
     out += recv_response(100, optional=True)
     out += notify_recv(optional=True, nxt=f"{p}early_notify")
     out += final_block(ok, rejected, extra_for=extra, body_for=body)
-    # the NOTIFY came before the 2xx: answer it, then wait for the 2xx
+    out += GUARD
+    # the NOTIFY came before the 2xx: answer it, then wait for the 2xx (the <send>
+    # before the wait has a `next` only when `term` is set: a safe return point)
     out += label(f"{p}early_notify")
     out += notify_200(nxt=f"{p}early_terminated", test="term")
-    out += recv_response(100, optional=True)
-    out += final_block({200: first_notify_done, 202: first_notify_done}, rejected,
-                       extra_for=extra, body_for=body)
+    out += wait_2xx(first_notify_done, rejected, first)
+    out += GUARD
     out += label(f"{p}early_terminated")
-    out += recv_response(100, optional=True)
-    out += final_block({200: terminated, 202: terminated}, rejected,
-                       extra_for=extra, body_for=body)
+    out += wait_2xx(terminated, rejected, first)
+    out += GUARD
+    return out
+
+
+def rejected_and_handler(text):
+    """The failure path (label rejected), then the _unexp.main handler: a NOTIFY that
+    came while the scenario waited for something else is answered 200 (and ends the
+    scenario when it terminates the subscription); then back to where it was, the
+    interrupted pause resumed for its remaining time. Never reached by falling through."""
+    out = label("rejected")
+    out += fail_call(text)
+    out += GUARD
+    out += label("_unexp.main")
+    out += notify_recv(nxt="unexp_terminated", test="term")
+    # the way back is the 200's own action: SIPp runs the element after a <send> one
+    # scheduling round later, and a NOTIFY arriving meanwhile, on a <nop>, would find
+    # _unexp.retaddr still set (SIPp then drops it)
+    out += msg(uas_reply("200 OK", contact=None, record_route=False, tag=False),
+               action='<pauserestore variable="_unexp.pausedaddr"/>\n  '
+                      '<jump variable="_unexp.retaddr"/>\n  '
+                      '<assign assign_to="_unexp.retaddr" value="0"/>')
+    out += label("unexp_terminated")
+    out += notify_200(nxt="end")
+    out += GUARD
     return out
 
 
 def notify_loop(p, done):
     """Answers every NOTIFY with 200 until one terminates the subscription (its 200
-    is then the scenario's last message: `done` must be the end)."""
+    then jumps to `done`, the end)."""
     out = label(f"{p}loop")
     out += notify_recv(nxt=f"{p}last", test="term")
     out += notify_200(nxt=f"{p}loop")
     out += label(f"{p}last")
     out += notify_200(nxt=done)
+    out += GUARD
     return out
+
+
+# _unexp.pausedaddr is only read: SIPp rejects a variable used once
+UNEXP_REFERENCE = '<Reference variables="_unexp.retaddr,_unexp.pausedaddr"/>\n'
 
 
 def blf_watcher():
@@ -870,31 +931,31 @@ def blf_watcher():
     scenario then ends successfully). A final error fails the call."""
     out = blf_subscribe_flow("", subscribed="notifies", first_notify_done="notifies",
                              terminated="end", rejected="rejected", cseq=1)
-    out += label("rejected")
-    out += fail_call("the SUBSCRIBE was rejected: see the final response in the message log")
+    out += rejected_and_handler("the SUBSCRIBE was rejected: see the final response in the message log")
     out += label("notifies")
     out += notify_loop("", "end")
     out += label("end")
+    out += UNEXP_REFERENCE
     return out
 
 
 def blf_watcher_unsubscribe():
     """Like blf_watcher until the first NOTIFY (answered) and the 2xx; then hold_ms
-    (NOTIFYs arriving meanwhile are answered 200 by SIPp itself, see the module
-    docstring of tests/support/sipp.py), then the in-dialog un-SUBSCRIBE: Expires 0,
-    CSeq 3 (4 after a 401/407, answered once with credentials), Request-URI the 2xx's
-    Contact, Route the recorded route set, To with the notifier's tag. Its 2xx, then
-    NOTIFYs answered until the terminating one (which may overtake the 2xx). A
-    terminating NOTIFY before the un-SUBSCRIBE ends the scenario successfully too."""
+    (NOTIFYs meanwhile are answered by the _unexp.main handler), then the in-dialog
+    un-SUBSCRIBE: Expires 0, CSeq 3 (4 after a 401/407, answered once with
+    credentials), Request-URI the 2xx's Contact, Route the recorded route set, To
+    with the notifier's tag. Its 2xx, then NOTIFYs answered until the terminating
+    one (which may overtake the 2xx). A terminating NOTIFY before the un-SUBSCRIBE
+    ends the scenario successfully too."""
     out = blf_subscribe_flow("", subscribed="wait_first_notify", first_notify_done="hold",
                              terminated="end", rejected="rejected", cseq=1)
-    out += label("rejected")
-    out += fail_call("a SUBSCRIBE was rejected: see the final response in the message log")
+    out += rejected_and_handler("a SUBSCRIBE was rejected: see the final response in the message log")
     out += label("wait_first_notify")
     out += notify_recv(nxt="first_terminated", test="term")
     out += notify_200(nxt="hold")
     out += label("first_terminated")
     out += notify_200(nxt="end")
+    out += GUARD
     out += label("hold")
     out += """<nop>
   <action>
@@ -908,8 +969,8 @@ def blf_watcher_unsubscribe():
     out += label("unsubscribed")
     out += notify_loop("unsub_", "end")
     out += label("end")
+    out += UNEXP_REFERENCE
     return out
-
 
 # ----------------------------------------------------------------------------
 

@@ -74,6 +74,14 @@ def test_entity_and_dialog_id_are_escaped():
     root = parse(doc)
     assert root.get("entity") == entity
     assert root.find(NS + "dialog").get("id") == 'x"&<y'
+    # always double-quoted attributes
+    assert 'entity="sip:a&amp;b&lt;c&gt;&quot;d\'@example.org"' in doc
+    assert 'id="x&quot;&amp;&lt;y"' in doc
+
+
+def test_whitespace_in_the_entity_survives_a_round_trip():
+    entity = "sip:a\tb\nc@example.org"
+    assert parse(dialog_info_xml(entity, 1, "available")).get("entity") == entity
 
 
 def test_unknown_state_is_a_value_error():

@@ -4,8 +4,10 @@
 
 `headers` has lower-case names; `body` is bytes. Context carries the Config, the Redis
 client (lazily, lib.store.client() by default), `now` (epoch seconds) and optional hooks.
-Response is (status, JSON-able body or None, extra headers). `render()` turns it into what
-`KSR.xhttp.xhttp_reply` needs; `handle_raw()` does both for the KEMI glue.
+Response is (status, JSON-able body or None, extra headers, content type). `render()` turns
+it into what `KSR.xhttp.xhttp_reply` needs; `handle_raw()` does both for the KEMI glue.
+Another content type than JSON: `Response(200, text, content_type="text/csv; charset=utf-8")`
+with a str body, sent as is (errors stay JSON).
 
 Other modules add endpoints with the `route` decorator:
 
@@ -36,7 +38,11 @@ from lib import store
 
 log = logging.getLogger("ua.api")
 
-MAX_BODY = 64 * 1024
+# Kamailio reads an HTTP request whole into its TCP read buffer (tcp_rd_buf_size, 16 KiB in
+# kamailio.cfg: memory every WebSocket connection pays) and drops anything bigger before
+# Python sees it; 12 KiB of body leaves room for the headers.
+MAX_BODY = 12 * 1024
+JSON_TYPE = "application/json"
 PREFIX = "/api/v1"
 NONE, ADMIN, USER, ANY_USER = "none", "admin", "user", "any_user"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type"
@@ -71,6 +77,8 @@ class Response:
     status: int
     body: object = None
     headers: dict = field(default_factory=dict)
+    # Not JSON: a str body is sent as is with this content type.
+    content_type: str = JSON_TYPE
 
 
 class ApiError(Exception):
@@ -319,11 +327,14 @@ def render(resp):
         reason = HTTPStatus(resp.status).phrase
     except ValueError:
         reason = "Unknown"
+    ctype = JSON_TYPE
     if resp.body is None or resp.status in (204, 304):
         text = ""
+    elif resp.content_type != JSON_TYPE and isinstance(resp.body, str):
+        text, ctype = resp.body, resp.content_type
     else:
         text = json.dumps(resp.body, separators=(",", ":"))    # ASCII only
-    return resp.status, reason, "application/json", text, list(resp.headers.items())
+    return resp.status, reason, ctype, text, list(resp.headers.items())
 
 
 def handle_raw(method, url, headers=None, body=b"", now=None, **ctx_kwargs):
@@ -497,3 +508,6 @@ def put_mds(ctx, req, params, who):
 def delete_mds(ctx, req, params, who):
     ctx.provisioning.delete_mds(params["name"])
     return Response(204)
+
+
+from lib import csvio  # noqa: E402,F401  (its routes register on import)

@@ -188,8 +188,12 @@ def json_body(req):
         raise ApiError(400, "a JSON object body is required")
     try:
         value = json.loads(req.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        # A lone surrogate ("\ud800") parses but can be neither hashed nor stored.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeError, ValueError):
         raise ApiError(400, "malformed JSON body") from None
+    except RecursionError:
+        raise ApiError(400, "JSON body nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
     return value
@@ -445,7 +449,7 @@ def get_history(ctx, req, params, who):
     from lib import callstate
     number = params["number"]
     raw = req.query.get("limit", str(HISTORY_LIMIT_DEFAULT))
-    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
+    if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
         raise ApiError(400, f"limit must be an integer from 1 to {HISTORY_LIMIT_MAX}")
     if ctx.provisioning.get_device(number) is None:
         raise ApiError(404, f"no user {number}")
@@ -510,4 +514,4 @@ def delete_mds(ctx, req, params, who):
     return Response(204)
 
 
-from lib import csvio  # noqa: E402,F401  (its routes register on import)
+from lib import csvio, openapi  # noqa: E402,F401  (their routes register on import)

@@ -342,6 +342,9 @@ def parse_sip_uri(uri):
             raise Invalid("uri: unterminated IPv6 reference")
         host, tail = rest[1:end], rest[end + 1:]
         try:
+            # A zone ID (fe80::1%eth0) means nothing to a remote SIP peer.
+            if "%" in host:
+                raise ValueError(host)
             ipaddress.IPv6Address(host)
         except ValueError:
             raise Invalid("uri: invalid IPv6 address") from None
@@ -355,7 +358,7 @@ def parse_sip_uri(uri):
         if not HOSTNAME_RE.fullmatch(host):
             raise Invalid("uri: invalid host")
     if port is not None:
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
             raise Invalid("uri: port must be 1 to 65535")
         port = int(port)
     return host, port

@@ -33,3 +33,11 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt "$stamp"; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt "$stamp"
 fi
+
+# `ua-admin` (lib/admin_cli.py) as a command of the venv: an editable install of this
+# repository (pyproject.toml). The build leaves a *.egg-info here that nothing needs.
+if [ ! -x .venv/bin/ua-admin ]; then
+  echo "setup: installing ua-admin"
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  rm -rf ./*.egg-info
+fi

@@ -66,12 +66,6 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
     assert reachable == [contacts["b"], contacts["c"], contacts["d"]]
 
 
-def commands_since_reset(r):
-    """Commands the server ran since CONFIG RESETSTAT, but for the looking itself."""
-    return {name: stats["calls"] for name, stats in r.info("commandstats").items()
-            if not name.startswith(("cmdstat_config", "cmdstat_info"))}
-
-
 def test_routing_decision_reads_redis_in_one_round_trip(prov, monkeypatch):
     register("1000", "udp")
     sent = []

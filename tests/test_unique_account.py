@@ -8,9 +8,7 @@ import pytest
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
-from tests.test_calls_unit import commands_since_reset
 
-HISTORY_BOOKKEEPING = {"cmdstat_hget", "cmdstat_hdel", "cmdstat_lpush", "cmdstat_ltrim"}
 
 
 def browser(site, number="1000", password="secret", register=True):
@@ -48,7 +46,7 @@ def in_background(fn):
 
 # --- Use UC Assistant ------------------------------------------------------------------
 
-def test_use_uc_assistant_only_the_browser_rings(site, r):
+def test_use_uc_assistant_only_the_browser_rings(site, redis_server):
     desk = deskphone(site)
     tab = browser(site)
     assert site.proxy.device("1000") == {
@@ -61,10 +59,12 @@ def test_use_uc_assistant_only_the_browser_rings(site, r):
     assert invite.ruri == tab.contact_uri
     call = tab.answer(invite)
     tab.wait_request("ACK", timeout=5)
-    r.config_resetstat()
-    assert call.bye().status == 200
-    # Routing the BYE read no state; only the call's own end went into the history.
-    assert set(commands_since_reset(r)) <= HISTORY_BOOKKEEPING
+    # In-dialog routing needs no state at all: the BYE passes with the store down.
+    redis_server.stop()
+    try:
+        assert call.bye().status == 200
+    finally:
+        redis_server.start()
     outcome = mds.wait(15)
     assert outcome.returncode == 0 and outcome.received("BYE"), outcome.stderr
 

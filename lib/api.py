@@ -31,9 +31,12 @@ from http import HTTPStatus
 
 import redis
 
+from lib import callstate
 from lib import config as config_mod
 from lib import media
 from lib import provisioning
+from lib import registrar
+from lib import routing
 from lib import store
 
 log = logging.getLogger("ua.api")
@@ -406,7 +409,6 @@ def delete_user(ctx, req, params, who):
 # --- device selection --------------------------------------------------------------------
 
 def _device_status(ctx, number, profile, selected):
-    from lib import registrar, routing            # lazily: written by others
     registered = registrar.registered_classes(ctx.redis, number, ctx.now)
     registered = {"webrtc": bool(registered.get("webrtc")),
                   "deskphone": bool(registered.get("deskphone"))}
@@ -415,25 +417,26 @@ def _device_status(ctx, number, profile, selected):
             "registered": registered}
 
 
-@route(PREFIX + "/users/{number}/device", "GET", auth=USER)
-def get_device(ctx, req, params, who):
-    number = params["number"]
+def _user_device(ctx, number):
+    """(profile, selected device) of a user, or 404."""
     found = ctx.provisioning.get_device(number)
     if found is None:
         raise ApiError(404, f"no user {number}")
-    profile, selected = found
+    return found
+
+
+@route(PREFIX + "/users/{number}/device", "GET", auth=USER)
+def get_device(ctx, req, params, who):
+    number = params["number"]
+    profile, selected = _user_device(ctx, number)
     return Response(200, _device_status(ctx, number, profile, selected))
 
 
 @route(PREFIX + "/users/{number}/presence", "GET", auth=ANY_USER)
 def get_presence(ctx, req, params, who):
     """Section 7: what colleagues see (any authenticated user may read it)."""
-    from lib import callstate, registrar
     number = params["number"]
-    found = ctx.provisioning.get_device(number)
-    if found is None:
-        raise ApiError(404, f"no user {number}")
-    profile, selected = found
+    profile, selected = _user_device(ctx, number)
     state, device = callstate.presence(
         callstate.calls_of(ctx.redis, number), profile["line_type"], selected,
         registrar.registered_classes(ctx.redis, number, ctx.now), ctx.now)
@@ -446,13 +449,11 @@ HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 1000
 @route(PREFIX + "/users/{number}/history", "GET", auth=USER)
 def get_history(ctx, req, params, who):
     """Section 8: the mixed history of both devices, newest first."""
-    from lib import callstate
     number = params["number"]
     raw = req.query.get("limit", str(HISTORY_LIMIT_DEFAULT))
     if not re.fullmatch(r"[0-9]{1,4}", raw) or not 1 <= int(raw) <= HISTORY_LIMIT_MAX:
         raise ApiError(400, f"limit must be an integer from 1 to {HISTORY_LIMIT_MAX}")
-    if ctx.provisioning.get_device(number) is None:
-        raise ApiError(404, f"no user {number}")
+    _user_device(ctx, number)
     return Response(200, callstate.history(ctx.redis, number, int(raw)))
 
 

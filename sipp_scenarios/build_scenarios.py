@@ -494,33 +494,29 @@ Content-Length: 0
 """)
 
 
-def ack_2xx(from_user, from_host):
-    return msg(f"""
-ACK [next_url] SIP/2.0
+def uac_request(method, from_user, from_host, to, cseq, headers=""):
+    """A request the UAC side sends in its dialog (ACK of a 2xx, BYE): along the 200's
+    Record-Route, with our From tag."""
+    return f"""
+{method} [next_url] SIP/2.0
 {VIA}
 [routes]
 Max-Forwards: 70
 From: <sip:{from_user}@{from_host}>;tag=[pid]SIPpTag00[call_number]
-[last_To:]
+{to}
 Call-ID: [call_id]
-CSeq: [last_cseq_number] ACK
-Content-Length: 0
-""")
+CSeq: {cseq} {method}
+{headers}Content-Length: 0
+"""
+
+
+def ack_2xx(from_user, from_host):
+    return msg(uac_request("ACK", from_user, from_host, "[last_To:]", "[last_cseq_number]"))
 
 
 def bye(from_user, from_host):
-    return msg(f"""
-BYE [next_url] SIP/2.0
-{VIA}
-[routes]
-Max-Forwards: 70
-From: <sip:{from_user}@{from_host}>;tag=[pid]SIPpTag00[call_number]
-To:[$peer_to]
-Call-ID: [call_id]
-CSeq: 20 BYE
-[extra_headers]{UA}
-Content-Length: 0
-""", retrans=True)
+    return msg(uac_request("BYE", from_user, from_host, "To:[$peer_to]", 20,
+                           headers=f"[extra_headers]{UA}\n"), retrans=True)
 
 
 SAVE_TO = """  <action>

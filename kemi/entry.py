@@ -239,30 +239,19 @@ class kamailio:
         self.presence_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
 
     def track_call(self, plan, caller):
-        """Who takes part in this new call: each local user gets a call in progress (or a
-        history entry at once when nothing will ring), kept with the transaction too."""
-        now, call_id, peer = time.time(), pv("$ci"), pv("$fU")
-        entries = {}
+        """Record who takes part in this new call, and keep it with the transaction."""
+        now = time.time()
+        party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
+                                       pv("$rU"), pv("$fU"), now)
+        callstate.start(party, pv("$ci"), now)
         if caller:
-            entries[caller] = callstate.new_call("out", routing.device_class(pv("$pr")),
-                                                 pv("$rU"), now)
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
-        for step in plan.retargets:
-            callstate.record_unrung(step.number, call_id, now, "in", peer, step.destination)
-        decision, callee = plan.decision, plan.ctx.callee if plan.ctx else None
-        if isinstance(decision, routing.Ring) and callee:
-            entries[callee["number"]] = callstate.new_call(
-                "in", decision.device, peer, now, callee["ring_seconds"])
-            KSR.pvx.avp_sets(CALLEE_AVP, callee["number"])
-        elif isinstance(decision, routing.Reject):
-            if callee and not plan.retargets:
-                callstate.record_unrung(callee["number"], call_id, now, "in", peer)
-            if caller:
-                callstate.record_unrung(caller, call_id, now, "out", pv("$rU"),
-                                        device=entries.pop(caller)["device"])
-        callstate.begin(entries, call_id)
-        KSR.pvx.avp_sets(USERS_AVP, json.dumps(list(entries)))
-        self.presence_changed(list(entries))
+        self.remember_party(party, list(party.calls))
+
+    def remember_party(self, party, users):
+        KSR.pvx.avp_sets(CALLEE_AVP, party.callee or "")
+        KSR.pvx.avp_sets(USERS_AVP, json.dumps(users))
+        self.presence_changed(list(party.calls))
 
     # --- registrar --------------------------------------------------------------------
 
@@ -492,21 +481,15 @@ class kamailio:
         self.apply(plan, call["diverted"])
 
     def track_retarget(self, plan, users):
-        """A retarget from the failure route: the next local user rings (standalone mode)."""
-        now, call_id, peer = time.time(), pv("$ci"), pv("$fU")
-        for step in plan.retargets[1:]:          # further hops forwarded before ringing
-            callstate.record_unrung(step.number, call_id, now, "in", peer, step.destination)
-        if isinstance(plan.decision, routing.Ring):
-            callee = plan.ctx.callee
-            callstate.begin({callee["number"]: callstate.new_call(
-                "in", plan.decision.device, peer, now, callee["ring_seconds"])}, call_id)
-            KSR.pvx.avp_sets(CALLEE_AVP, callee["number"])
-            users = users + [callee["number"]]
-        else:
-            KSR.pvx.avp_sets(CALLEE_AVP, "")
-        KSR.pvx.avp_sets(USERS_AVP, json.dumps(users))
+        """A retarget from the failure route: further forwards, or the next local user
+        ringing (standalone mode). Its first retarget was recorded by end_call."""
+        now = time.time()
+        party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
+                                       retargets_done=1)
+        callstate.start(party, pv("$ci"), now)
+        self.remember_party(party, users + list(party.calls))
 
-    # --- each branch: its callee and its media -----------------------------------------------------------
+    # --- each branch: its callee and its media ----------------------------------------
 
     def ksr_branch_route(self, msg):
         return guarded(self.branch)

@@ -5,8 +5,10 @@ restarted proxy see the same thing."""
 import datetime
 import os
 
+from dataclasses import dataclass, field
+
 from lib import metrics, store
-from lib.routing import DEVICE_CLASSES, device_status
+from lib.routing import DEVICE_CLASSES, Reject, Ring, device_status
 
 RINGING, PLACED, IN_CALL = "ringing", "placed", "in_call"
 HISTORY_MAX = int(os.environ.get("UA_HISTORY_MAX", "1000"))
@@ -27,6 +29,39 @@ def new_call(direction, device, peer, now, ring_seconds=None):
     wait = (ring_seconds or 300) * 2 + RINGING_GRACE_SECONDS
     return {"direction": direction, "device": device, "peer": peer, "state": state,
             "started_at": now, "answered_at": None, "expires_at": now + wait}
+
+
+@dataclass
+class Participants:
+    """The local users taking part in a new call (or a new branch set of it)."""
+    calls: dict = field(default_factory=dict)     # number -> call in progress
+    # (number, direction, peer, forwarded_to, device): straight into the history, nothing
+    # of theirs rang (forwarded before ringing, or refused at once)
+    unrung: list = field(default_factory=list)
+    callee: str | None = None                     # whose devices the branches ring
+
+
+def participants(plan, caller, caller_device, dialled, peer, now, retargets_done=0):
+    """Who takes part, from a routing plan (calls.Plan): the local caller placed it, each
+    forwarding user saw it pass, the user whose devices ring has it ringing.
+    retargets_done: leading retargets of the plan already recorded (a failure route)."""
+    party = Participants()
+    if caller:
+        party.calls[caller] = new_call("out", caller_device, dialled, now)
+    for step in plan.retargets[retargets_done:]:
+        party.unrung.append((step.number, "in", peer, step.destination, None))
+    callee = plan.ctx.callee if plan.ctx else None
+    if isinstance(plan.decision, Ring) and callee:
+        party.calls[callee["number"]] = new_call("in", plan.decision.device, peer, now,
+                                                 callee["ring_seconds"])
+        party.callee = callee["number"]
+    elif isinstance(plan.decision, Reject):
+        if callee and not plan.retargets:
+            party.unrung.append((callee["number"], "in", peer, None, None))
+        if caller:
+            placed = party.calls.pop(caller)
+            party.unrung.append((caller, "out", dialled, None, placed["device"]))
+    return party
 
 
 def answered(call, now):
@@ -139,6 +174,12 @@ def record_unrung(number, call_id, now, direction, peer, forwarded_to=None, devi
         record(pipe, number, entry)
         pipe.execute()
     store.call(write)
+
+
+def start(party, call_id, now):
+    begin(party.calls, call_id)
+    for number, direction, peer, forwarded_to, device in party.unrung:
+        record_unrung(number, call_id, now, direction, peer, forwarded_to, device)
 
 
 def history(r, number, limit):

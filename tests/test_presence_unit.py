@@ -69,3 +69,41 @@ def test_granted_expires(requested, granted, monkeypatch):
     monkeypatch.setattr(blf, "MIN_EXPIRES", 20)
     assert blf.granted_expires(requested) == granted
     assert blf.granted_expires(10) is None
+
+
+def plan(decision, callee=None, retargets=()):
+    from lib.calls import CallContext, Plan
+    ctx = CallContext(None, None, None, None, callee, None) if callee else None
+    return Plan(decision, ctx, retargets=list(retargets))
+
+
+ALICE = {"number": "1000", "ring_seconds": 30}
+
+
+def test_participants_of_a_call_between_two_local_users():
+    from lib.routing import Ring
+    party = callstate.participants(plan(Ring("webrtc", "selected"), ALICE), "2000", "deskphone",
+                                   "1000", "2000", NOW)
+    assert {n: (c["direction"], c["device"], c["state"]) for n, c in party.calls.items()} == {
+        "2000": ("out", "deskphone", callstate.PLACED), "1000": ("in", "webrtc", callstate.RINGING)}
+    assert party.unrung == [] and party.callee == "1000"
+
+
+def test_participants_of_forwarded_and_refused_calls():
+    from lib.forwarding import Retarget
+    from lib.routing import Reject
+    forwarded = callstate.participants(
+        plan(Reject(482, "Loop Detected"), ALICE, [Retarget("1000", "unconditional", "1001")]),
+        None, None, "1000", "mds", NOW)
+    assert forwarded.calls == {} and forwarded.callee is None
+    assert forwarded.unrung == [("1000", "in", "mds", "1001", None)]
+    refused = callstate.participants(plan(Reject(486, "Busy Here"), ALICE), "2000", "webrtc",
+                                     "1000", "2000", NOW)
+    assert refused.calls == {}
+    assert refused.unrung == [("1000", "in", "2000", None, None),
+                              ("2000", "out", "1000", None, "webrtc")]
+    skipped = callstate.participants(
+        plan(Reject(480, "x"), ALICE, [Retarget("1000", "noanswer", "1001"),
+                                       Retarget("1001", "unconditional", "1002")]),
+        None, None, "1000", "mds", NOW, retargets_done=1)
+    assert skipped.unrung == [("1001", "in", "mds", "1002", None)]

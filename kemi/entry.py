@@ -580,9 +580,6 @@ class kamailio:
                 registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
         return guarded(closed)
 
-    def ksr_websocket_event(self, msg, evname=""):
-        return 1
-
     # --- HTTP: API and WebSocket handshake ---------------------------------------------
 
     def ksr_xhttp_event(self, msg, evname=""):

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from lib import callstate, store
 from lib.dialoginfo import dialog_info_xml
-from lib.registrar import live
-from lib.routing import DEVICE_CLASSES
+from lib.registrar import classes_of, decode, live
 
 MIN_EXPIRES = int(os.environ.get("UA_SUBSCRIBE_MIN_EXPIRES", "60"))
 MAX_EXPIRES = DEFAULT_EXPIRES = 3600
@@ -88,9 +87,7 @@ def _inputs(r, number, now):
 
 
 def presence_of(profile, selected, contacts, calls, now):
-    classes = {c["class"] for c in live({k: store.unpack(v) for k, v in contacts.items()},
-                                        now).values()}
-    registered = {klass: klass in classes for klass in DEVICE_CLASSES}
+    registered = classes_of(live(decode(contacts.items()), now))
     state, _ = callstate.presence([store.unpack(c) for c in calls], profile["line_type"],
                                   selected.decode() if selected else None, registered, now)
     return state

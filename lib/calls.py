@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from lib import forwarding, routing, store
 from lib.provisioning import normalize_forwards
-from lib.registrar import live
+from lib.registrar import decode, live
 
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
 # HA1 and MDS URI, and the callee (by number, else by DID) with selection, contacts,
@@ -58,14 +58,10 @@ def _text(raw):
 
 def load_context(source_ip, caller_number, dialled, now):
     def read(r):
-        return r.eval(_CALL_CONTEXT, 0, source_ip, caller_number or "", dialled or "")
+        return store.script(r, _CALL_CONTEXT, args=(source_ip, caller_number or "", dialled or ""))
     (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
      callee_mds) = store.call(read)
-    contacts = {}
-    for i in range(0, len(flat), 2):
-        contact = store.unpack(flat[i + 1])
-        contact["field"] = flat[i].decode()
-        contacts[contact["field"]] = contact
+    contacts = decode(zip(flat[::2], flat[1::2]))
     return CallContext(
         source_mds=_text(mds), caller=store.unpack(caller), caller_ha1=_text(ha1),
         caller_mds_uri=_mds_uri(caller_mds), callee=store.unpack(callee),

@@ -112,8 +112,7 @@ def load(number):
         pipe.hmget(store.user_key(number), "profile", "ha1")
         pipe.hgetall(store.contacts_key(number))
         (profile, ha1), contacts = pipe.execute()
-        return (store.unpack(profile), ha1.decode() if ha1 else None,
-                {f.decode(): store.unpack(v) for f, v in contacts.items()})
+        return store.unpack(profile), ha1.decode() if ha1 else None, decode(contacts.items())
     return store.call(read)
 
 
@@ -148,14 +147,26 @@ def apply(number, result):
     store.call(write)
 
 
-def contacts_of(number, now):
-    raw = store.call(lambda r: r.hgetall(store.contacts_key(number)))
+def decode(pairs):
+    """{field: contact} from the raw (field, msgpack) pairs of a contacts hash; each contact
+    also carries its own field."""
     contacts = {}
-    for fld, value in raw.items():
-        contact = store.unpack(value)
+    for fld, raw in pairs:
+        contact = store.unpack(raw)
         contact["field"] = fld.decode()
         contacts[contact["field"]] = contact
-    return live(contacts, now)
+    return contacts
+
+
+def classes_of(contacts):
+    """Which device classes these contacts cover."""
+    classes = {c["class"] for c in contacts.values()}
+    return {klass: klass in classes for klass in DEVICE_CLASSES}
+
+
+def contacts_of(number, now):
+    return live(decode(store.call(lambda r: r.hgetall(store.contacts_key(number))).items()),
+                now)
 
 
 def unindex(pipe, number, fields):
@@ -177,10 +188,7 @@ def remove_bindings(number, fields):
 
 def registered_classes(r, number, now):
     """Which device classes of a user have a live binding (used by the API)."""
-    contacts = live({f.decode(): store.unpack(v)
-                     for f, v in r.hgetall(store.contacts_key(number)).items()}, now)
-    classes = {c["class"] for c in contacts.values()}
-    return {klass: klass in classes for klass in DEVICE_CLASSES}
+    return classes_of(live(decode(r.hgetall(store.contacts_key(number)).items()), now))
 
 
 # A connection closed: remove the bindings it carried, unless a newer registration
@@ -212,8 +220,8 @@ return removed
 
 def drop_connection(node, peer):
     """The numbers of the users whose bindings went with the connection (once each)."""
-    removed = store.call(lambda r: r.eval(_DROP_CONNECTION, 2, store.conn_key(node, peer),
-                                          store.conns_key(node), node, peer))
+    removed = store.call(lambda r: store.script(
+        r, _DROP_CONNECTION, (store.conn_key(node, peer), store.conns_key(node)), (node, peer)))
     return sorted({n.decode() for n in removed})
 
 

@@ -93,6 +93,18 @@ def client():
     return _client
 
 
+_scripts = {}
+
+
+def script(r, lua, keys=(), args=()):
+    """Run a Lua script by its SHA (EVALSHA): its text goes to Redis once, not with every
+    request; redis-py loads it again by itself after a Redis restart."""
+    loaded = _scripts.get(lua)
+    if loaded is None:
+        loaded = _scripts[lua] = r.register_script(lua)
+    return loaded(keys=list(keys), args=list(args), client=r)
+
+
 def call(fn):
     """Run fn(redis) and turn any connection problem into StoreUnavailable."""
     try:

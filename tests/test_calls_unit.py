@@ -68,9 +68,10 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
 
 def test_routing_decision_reads_redis_in_one_round_trip(prov, monkeypatch):
     register("1000", "udp")
+    calls.load_context("127.0.0.10", "", "1000", time.time())   # Redis has the script now
     sent = []
     execute = redis.Redis.execute_command
     monkeypatch.setattr(redis.Redis, "execute_command",
                         lambda self, *args, **kw: sent.append(args[0]) or execute(self, *args, **kw))
     ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time())
-    assert sent == ["EVAL"] and ctx.callee["number"] == "1000"
+    assert sent == ["EVALSHA"] and ctx.callee["number"] == "1000"

@@ -63,6 +63,10 @@ def guarded(fn, *args):
         count("ua_store_errors_total")
         if can_answer():
             store_unavailable()
+    except UnicodeDecodeError:
+        # KSR hands values over as UTF-8 text: bytes that are not are bad input.
+        if can_answer():
+            reply(400, "Bad Request (not UTF-8)")
     except Exception:
         KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
         if can_answer():
@@ -150,6 +154,9 @@ class kamailio:
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
+            if KSR.is_myself_nhuri():
+                reply(404, "Not Here")   # routed back at us: no dialog of ours is there
+                return
             alias_contact()
             if MEDIA and not self.media_in_dialog():
                 return

@@ -53,4 +53,4 @@ def r(redis_url):
         yield c
 
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.apicall"]

@@ -6,43 +6,9 @@ import time
 import msgpack
 import pytest
 
-from lib import api, config, store
+from lib import api, store
 from lib.provisioning import ha1
-
-TOKEN = "test-token-0123456789"
-DOMAIN = "ua.test"
-ADMIN = {"authorization": f"Bearer {TOKEN}"}
-
-
-def basic(number, password):
-    raw = base64.b64encode(f"{number}:{password}".encode()).decode()
-    return {"authorization": f"Basic {raw}"}
-
-
-@pytest.fixture
-def env(redis_url):
-    return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN,
-            "UA_MEDIA": "passthrough"}
-
-
-@pytest.fixture
-def call(env):
-    """call(method, path, body=None, headers=None, raw=None, env_over=None, **ctx)."""
-    def do(method, path, body=None, headers=None, raw=None, env_over=None, **ctx_kwargs):
-        cfg = config.load({**env, **(env_over or {})})
-        if raw is None:
-            raw = b"" if body is None else json.dumps(body).encode()
-        path, _, qs = path.partition("?")
-        req = api.Request.from_raw(method, path + ("?" + qs if qs else ""),
-                                   headers or {}, raw)
-        resp = api.handle(req, api.Context(cfg=cfg, **ctx_kwargs))
-        # Every answer must serialise for xhttp.
-        status, reason, ctype, text, hdrs = api.render(resp)
-        assert ctype == "application/json" and reason
-        if resp.body is not None:
-            assert json.loads(text) == resp.body
-        return resp
-    return do
+from tests.support.apicall import ADMIN, DOMAIN, TOKEN, basic
 
 
 def alice(**over):

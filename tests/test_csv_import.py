@@ -1,54 +1,17 @@
 """CSV import and export of users (lib/csvio, contract section 9) against a real Redis."""
-import base64
 import csv
 import io
 import json
 
 import pytest
 
-from lib import api, config, csvio, provisioning
+from lib import api, csvio, provisioning
 from lib.provisioning import ha1
+from tests.support.apicall import ADMIN, DOMAIN, TOKEN, basic
 
-TOKEN = "test-token-0123456789"
-DOMAIN = "ua.test"
-ADMIN = {"authorization": f"Bearer {TOKEN}"}
 IMPORT = "/api/v1/users/import"
 EXPORT = "/api/v1/users/export"
 HEADER = ",".join(csvio.COLUMNS)
-
-
-def basic(number, password):
-    raw = base64.b64encode(f"{number}:{password}".encode()).decode()
-    return {"authorization": f"Basic {raw}"}
-
-
-@pytest.fixture(autouse=True)
-def csv_routes():
-    """The csvio handlers on their routes (a test elsewhere may have swapped them)."""
-    api.route(csvio.IMPORT_PATH, "POST")(csvio.import_users)
-    api.route(csvio.EXPORT_PATH, "GET")(csvio.export_users)
-
-
-@pytest.fixture
-def env(redis_url):
-    return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN,
-            "UA_MEDIA": "passthrough"}
-
-
-@pytest.fixture
-def call(env):
-    """call(method, path, body=None, headers=None, raw=None) -> (Response, rendered)."""
-    def do(method, path, body=None, headers=None, raw=None):
-        cfg = config.load(env)
-        if raw is None:
-            raw = b"" if body is None else json.dumps(body).encode()
-        req = api.Request.from_raw(method, path, headers or {}, raw)
-        resp = api.handle(req, api.Context(cfg=cfg))
-        rendered = api.render(resp)
-        if rendered[2] == "application/json" and resp.body is not None:
-            assert json.loads(rendered[3]) == resp.body
-        return resp
-    return do
 
 
 @pytest.fixture

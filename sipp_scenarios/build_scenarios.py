@@ -92,26 +92,19 @@ def msg(text, retrans=False, extra="", action=""):
     return f"<send{attrs}{extra}>\n<![CDATA[\n\n{body}\n\n]]>\n{act}</send>\n"
 
 
-def recv_response(code, optional=False, nxt=None, extra="", body=""):
-    attrs = f' response="{code}"'
-    if optional:
-        attrs += ' optional="true"'
-    if nxt:
-        attrs += f' next="{nxt}"'
+def _recv(match, optional, nxt, extra, body):
+    attrs = match + (' optional="true"' if optional else "") + (f' next="{nxt}"' if nxt else "")
     if body:
         return f"<recv{attrs}{extra}>\n{body}</recv>\n"
     return f"<recv{attrs}{extra}/>\n"
+
+
+def recv_response(code, optional=False, nxt=None, extra="", body=""):
+    return _recv(f' response="{code}"', optional, nxt, extra, body)
 
 
 def recv_request(method, optional=False, nxt=None, extra="", body=""):
-    attrs = f' request="{method}"'
-    if optional:
-        attrs += ' optional="true"'
-    if nxt:
-        attrs += f' next="{nxt}"'
-    if body:
-        return f"<recv{attrs}{extra}>\n{body}</recv>\n"
-    return f"<recv{attrs}{extra}/>\n"
+    return _recv(f' request="{method}"', optional, nxt, extra, body)
 
 
 def label(name):

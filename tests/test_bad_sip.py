@@ -39,6 +39,32 @@ def _params(proxy, proto, local, tag):
                 cid=cid, branch="z9hG4bK" + uuid.uuid4().hex[:16])
 
 
+def _answers(sock, read, timeout, done_on):
+    """Status codes of what the proxy sends back on `sock` until a final answer, the peer
+    is gone (one of `done_on`, or an empty read), or `timeout` (longer once a provisional
+    came). read(sock) -> bytes."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        sock.settimeout(remaining)
+        try:
+            chunk = read(sock)
+        except done_on:
+            break
+        if not chunk:
+            break
+        received += chunk
+        statuses = _statuses(received)
+        if _finished(statuses):
+            break
+        if statuses:   # a provisional: give the final answer time to come
+            deadline = max(deadline, time.monotonic() + PROVISIONAL_WAIT)
+    return _statuses(received)
+
+
 def send_udp(proxy, case):
     dest = (proxy.listen, proxy.sip_port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -49,24 +75,8 @@ def send_udp(proxy, case):
             sock.sendto(data, dest)
         except OSError as exc:          # e.g. larger than a datagram can be
             return [], f"not sent: {exc}"
-        received = b""
-        deadline = time.monotonic() + UDP_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            try:
-                chunk, _ = sock.recvfrom(65535)
-            except (socket.timeout, ConnectionRefusedError):
-                break
-            received += chunk
-            statuses = _statuses(received)
-            if _finished(statuses):
-                break
-            if statuses:   # a provisional: give the final answer time to come
-                deadline = max(deadline, time.monotonic() + PROVISIONAL_WAIT)
-        return _statuses(received), None
+        return _answers(sock, lambda s: s.recvfrom(65535)[0], UDP_TIMEOUT,
+                        (socket.timeout, ConnectionRefusedError)), None
 
 
 def send_tcp(proxy, case):
@@ -80,26 +90,8 @@ def send_tcp(proxy, case):
             sock.sendall(data)
         except OSError as exc:          # the proxy closed on us mid-message
             return [], f"send interrupted: {exc}"
-        received = b""
-        deadline = time.monotonic() + TCP_TIMEOUT
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(65535)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            received += chunk
-            statuses = _statuses(received)
-            if _finished(statuses):
-                break
-            if statuses:
-                deadline = max(deadline, time.monotonic() + PROVISIONAL_WAIT)
-        return _statuses(received), None
+        return _answers(sock, lambda s: s.recv(65535), TCP_TIMEOUT,
+                        (socket.timeout, ConnectionResetError)), None
 
 
 def send_ws(proxy, case):

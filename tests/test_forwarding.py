@@ -10,7 +10,8 @@ from tests.support.fixtures import DESKPHONE_IP
 from tests.support.proxy import ROOT
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.test_unique_account import (assert_reached_mds_as, browser, browser_calls_mds,
+                                       deskphone, deskphone_calls_mds, wait_until)
 
 RING_SECONDS = 3
 
@@ -147,22 +148,8 @@ def test_frozen_browser_falls_back_to_deskphone_in_the_same_call(alice):
 # --- Voicemail and message-waiting -----------------------------------------------------
 
 def test_voicemail_number_from_both_devices_reaches_mds_with_identity(site):
-    mds = site.mds_answer()
-    tab = browser(site)
-    call = tab.invite(f"sip:*98@{site.proxy.domain}")
-    assert call.response.status == 200
-    assert call.bye().status == 200
-    invite = mds.wait(10).received("INVITE")[0]
-    assert invite.ruri == f"sip:*98@127.0.0.10:{site.mds_port}"
-    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
-    tab.close()
-
-    mds = site.mds_answer()
-    assert site.sipp("deskphone_call", DESKPHONE_IP, keys={
-        "service": "*98", "user": "1000", "password": "secret"}).run().ok
-    invite = mds.wait(10).received("INVITE")[0]
-    assert invite.ruri == f"sip:*98@127.0.0.10:{site.mds_port}"
-    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
+    assert_reached_mds_as(site, browser_calls_mds(site, "*98"), "*98", "1000")
+    assert_reached_mds_as(site, deskphone_calls_mds(site, "*98", "1000"), "*98", "1000")
 
 
 def test_message_waiting_notify_reaches_every_device(site):

@@ -183,30 +183,43 @@ def test_two_tabs_both_ring_first_answer_wins_other_gets_cancel(site):
 
 # --- Calls placed by a device ----------------------------------------------------------
 
-def test_browser_call_reaches_mds_with_users_identity(site):
+def browser_calls_mds(site, dialled, headers=()):
+    """1000's browser places a call, answered by the MDS: the INVITE the MDS received."""
     mds = site.mds_answer()
     tab = browser(site)
-    call = tab.invite(f"sip:2000@{site.proxy.domain}",
-                      headers=[("P-Asserted-Identity", f"<sip:9999@{site.proxy.domain}>")])
+    call = tab.invite(f"sip:{dialled}@{site.proxy.domain}", headers=headers)
     assert call.response.status == 200
     assert call.bye().status == 200
-    invite = mds.wait(10).received("INVITE")[0]
-    assert invite.ruri == f"sip:2000@{MDS_IP}:{site.mds_port}"
-    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1000@{site.proxy.domain}>"]
     tab.close()
+    return mds.wait(10).received("INVITE")[0]
 
 
-@pytest.mark.parametrize("transport", ["u1", "l1"])
-def test_deskphone_call_reaches_mds_with_users_identity(site, transport):
+def deskphone_calls_mds(site, dialled, user, transport="u1"):
+    """A SIPp deskphone of `user` places a call: the INVITE the MDS received."""
     mds = site.mds_answer()
     port = site.proxy.tls_port if transport == "l1" else site.proxy.sip_port
     outcome = site.sipp("deskphone_call", DESKPHONE_IP, transport=transport,
                         remote=f"{site.proxy.listen}:{port}",
-                        keys={"service": "2000", "user": "1001", "password": "secret"}).run()
-    assert outcome.returncode == 0, outcome.stderr
-    invite = mds.wait(10).received("INVITE")[0]
-    assert invite.ruri == f"sip:2000@{MDS_IP}:{site.mds_port}"
-    assert invite.header_all("P-Asserted-Identity") == [f"<sip:1001@{site.proxy.domain}>"]
+                        keys={"service": dialled, "user": user, "password": "secret"}).run()
+    assert outcome.ok, outcome.describe()
+    return mds.wait(10).received("INVITE")[0]
+
+
+def assert_reached_mds_as(site, invite, dialled, number):
+    """Relayed as dialled to the user's MDS, with the user's identity and only that."""
+    assert invite.ruri == f"sip:{dialled}@{MDS_IP}:{site.mds_port}"
+    assert invite.header_all("P-Asserted-Identity") == [f"<sip:{number}@{site.proxy.domain}>"]
+
+
+def test_browser_call_reaches_mds_with_users_identity(site):
+    forged = ("P-Asserted-Identity", f"<sip:9999@{site.proxy.domain}>")
+    assert_reached_mds_as(site, browser_calls_mds(site, "2000", [forged]), "2000", "1000")
+
+
+@pytest.mark.parametrize("transport", ["u1", "l1"])
+def test_deskphone_call_reaches_mds_with_users_identity(site, transport):
+    invite = deskphone_calls_mds(site, "2000", "1001", transport)
+    assert_reached_mds_as(site, invite, "2000", "1001")
 
 
 def test_unauthenticated_calls_never_reach_mds(site):

@@ -204,13 +204,7 @@ def deskphone_online():
     ooc_scenario=...) to answer the calls that arrive meanwhile."""
     out = register_flow(CONTACT, "[expires]", prefix="reg_", done="registered")
     out += label("registered")
-    out += """<nop>
-  <action>
-    <todouble assign_to="hold" variable="hold_ms"/>
-  </action>
-</nop>
-<pause variable="hold"/>
-"""
+    out += pause_from("hold")
     out += register_flow(CONTACT, "0", prefix="unreg_", done="done", cseq=3)
     out += label("done")
     return out
@@ -332,23 +326,14 @@ def send_with_action(text):
     return lambda action: msg(text, action=action)
 
 
-def ring_pause():
-    return """<nop>
+def pause_from(name):
+    """A pause of `<name>_ms` milliseconds, a -set global (SIPp wants it as a double)."""
+    return f"""<nop>
   <action>
-    <todouble assign_to="ring" variable="ring_ms"/>
+    <todouble assign_to="{name}" variable="{name}_ms"/>
   </action>
 </nop>
-<pause variable="ring"/>
-"""
-
-
-def talk_pause():
-    return """<nop>
-  <action>
-    <todouble assign_to="talk" variable="talk_ms"/>
-  </action>
-</nop>
-<pause variable="talk"/>
+<pause variable="{name}"/>
 """
 
 
@@ -376,7 +361,7 @@ def uas_answer(hangup=False):
     caller's BYE (hangup=False) or, after talk_ms, our own BYE."""
     out = uas_start()
     out += msg(uas_reply("180 Ringing"))
-    out += ring_pause()
+    out += pause_from("ring")
     out += msg(uas_reply("200 OK", body=True), retrans=True)
     if not hangup:
         # ACK and BYE may be reordered by a multi-worker proxy: ACK is optional.
@@ -385,7 +370,7 @@ def uas_answer(hangup=False):
         out += uas_finish(send_with_action(uas_reply("200 OK", contact=None, record_route=False, tag=False)))
     else:
         out += recv_request("ACK")
-        out += talk_pause()
+        out += pause_from("talk")
         bye_text = uas_request("BYE", headers=f"[extra_headers]{UA}\n")
         out += uas_finish(lambda action: msg(bye_text, retrans=True) + recv_with_action(code=200)(action))
     return out
@@ -445,7 +430,7 @@ def deskphone_reject():
     and ring_ms; no CANCEL handling (use deskphone_ring for that)."""
     out = uas_start()
     out += msg(uas_reply("180 Ringing"))
-    out += ring_pause()
+    out += pause_from("ring")
     text = uas_reply("[code] [reason]", contact=None, record_route=False)
     out += uas_finish(lambda action: msg(text) + recv_with_action(method="ACK")(action))
     return out
@@ -566,7 +551,7 @@ def call_flow(from_user, from_host, auth_possible, expect_error=False, remote_by
             answered += recv_request("BYE")
             answered += plain_200()
         else:
-            answered += talk_pause()
+            answered += pause_from("talk")
             answered += bye(from_user, from_host)
             answered += recv_response(200)
         out += rejected + answered
@@ -595,7 +580,7 @@ def mds_call_cancel():
     out += recv_response(180, optional=True, nxt="ringing")
     out += recv_response(183, nxt="ringing")
     out += label("ringing")
-    out += ring_pause()
+    out += pause_from("ring")
     out += msg("""
 CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 [last_Via:]
@@ -946,13 +931,7 @@ def blf_watcher_unsubscribe():
     out += notify_200(nxt="end")
     out += GUARD
     out += label("hold")
-    out += """<nop>
-  <action>
-    <todouble assign_to="hold" variable="hold_ms"/>
-  </action>
-</nop>
-<pause variable="hold"/>
-"""
+    out += pause_from("hold")
     out += blf_subscribe_flow("unsub_", subscribed="unsubscribed", first_notify_done="unsubscribed",
                               terminated="end", rejected="rejected", cseq=3, in_dialog=True)
     out += label("unsubscribed")

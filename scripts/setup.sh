@@ -8,13 +8,15 @@ cd "$(dirname "$0")/.."
 PACKAGES=(kamailio kamailio-python3-modules kamailio-websocket-modules kamailio-tls-modules
           kamailio-redis-modules kamailio-utils-modules kamailio-extra-modules
           kamailio-presence-modules kamailio-json-modules redis-server rtpengine-daemon
-          sip-tester openssl
+          sip-tester openssl chromium baresip
           python3-venv python3-dev)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Node.js runs the browser test's driver: any node and npm on PATH will do.
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
@@ -40,4 +42,14 @@ if [ ! -x .venv/bin/ua-admin ]; then
   echo "setup: installing ua-admin"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   rm -rf ./*.egg-info
+fi
+
+# The browser test's Node packages (package.json, package-lock.json: JsSIP, esbuild,
+# playwright-core, which drives Debian's chromium and downloads no browser), installed
+# again when the lock file changes.
+stamp=node_modules/.setup-lock
+if [ ! -d node_modules ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "setup: installing node_modules"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json "$stamp"
 fi

@@ -33,6 +33,7 @@ import redis
 
 from lib import callstate
 from lib import config as config_mod
+from lib import mds_health
 from lib import media
 from lib import provisioning
 from lib import registrar
@@ -95,16 +96,14 @@ class ApiError(Exception):
 class Context:
     """What a request may use. redis=None: lib.store.client(), opened on first use.
 
-    Hooks (optional callables): mds_up(name) -> bool|None for MDS GETs (None until the
-    prober exists); event(name) for metrics: "auth_failure" (wrong or missing API
-    credentials) and "store_error" (a 503 for an unreachable store)."""
+    Hooks (optional callables): event(name) for metrics: "auth_failure" (wrong or missing
+    API credentials) and "store_error" (a 503 for an unreachable store)."""
 
-    def __init__(self, cfg=None, redis_client=None, now=None, mds_up=None, event=None,
+    def __init__(self, cfg=None, redis_client=None, now=None, event=None,
                  presence_changed=None):
         self.config = cfg if cfg is not None else config_mod.load()
         self._redis = redis_client
         self.now = time.time() if now is None else now
-        self.mds_up = mds_up or (lambda name: None)
         self.event = event or (lambda name: None)
         # A change that may move the user's presence (its device selection): the glue
         # tells the user's BLF watchers.
@@ -319,7 +318,10 @@ def _dispatch(ctx, req):
     handler, auth = entry.methods[method]
     try:
         who = Principal(admin=False) if auth == NONE else _authenticate(ctx, req, auth, params)
-        return handler(ctx, req, params, who)
+        resp = handler(ctx, req, params, who)
+        if method != "GET" and resp.status < 300:
+            store.replicated(ctx.redis)     # a failover never loses an acknowledged change
+        return resp
     except ApiError as exc:
         return error(exc.status, exc.message, exc.headers)
     except provisioning.ProvisioningError as exc:
@@ -486,13 +488,18 @@ def put_forwards(ctx, req, params, who):
 
 # --- MDS ---------------------------------------------------------------------------------
 
-def _mds_view(ctx, record):
-    return {**record, "up": ctx.mds_up(record["name"])}
+def _mds_view(ctx, record, health=None):
+    """The record with this proxy's probing result (lib/mds_health)."""
+    if health is None:
+        health = mds_health.load(ctx.redis, ctx.config.node_id)
+    up, since = mds_health.status(record, health.get(record["name"]))
+    return {**record, "up": up, "since": mds_health.iso(since)}
 
 
 @route(PREFIX + "/mds", "GET")
 def list_mds(ctx, req, params, who):
-    return Response(200, [_mds_view(ctx, m) for m in ctx.provisioning.list_mds()])
+    health = mds_health.load(ctx.redis, ctx.config.node_id)
+    return Response(200, [_mds_view(ctx, m, health) for m in ctx.provisioning.list_mds()])
 
 
 @route(PREFIX + "/mds/{name}", "GET")

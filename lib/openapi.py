@@ -190,7 +190,7 @@ SCHEMAS = {
     },
     "Mds": {
         "type": "object",
-        "required": ["name", "uri", "addresses", "up"],
+        "required": ["name", "uri", "addresses", "up", "since"],
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "pattern": MDS_NAME_PATTERN},
@@ -199,7 +199,11 @@ SCHEMAS = {
                           "items": {"type": "string"},
                           "description": "normalized (compressed) IP addresses"},
             "up": {"type": "boolean", "nullable": True,
-                   "description": "OPTIONS probing result; null until probed"},
+                   "description": "this proxy's OPTIONS probing result: true after an "
+                                  "answer, false after UA_MDS_PROBE_THRESHOLD missed "
+                                  "probes; null until then or with probing off"},
+            "since": {"type": "string", "format": "date-time", "nullable": True,
+                      "description": "when `up` last changed (ISO 8601 UTC)"},
         },
     },
     "DeviceSelection": {

@@ -54,6 +54,7 @@ class Ring:
 class Reject:
     code: int
     text: str
+    headers: tuple = ()
 
 
 @dataclass
@@ -80,12 +81,16 @@ def route_incoming(user, selected, contacts):
     return Ring(effective, reason, by_class[effective])
 
 
-def route_outgoing(caller, mds_uri, dialled, domain):
+def route_outgoing(caller, mds_uri, dialled, domain, mds_up=None):
     """A call placed by a device goes to the caller's MDS with the caller's identity.
-    Returns None in standalone mode (no MDS): the call is then routed to a local user."""
+    Returns None in standalone mode (no MDS): the call is then routed to a local user.
+    mds_up: the MDS's health (lib/mds_health); False answers 503 at once rather than
+    letting the caller wait for tm's timeout, None (not known yet) lets the call through."""
     if not caller.get("mds"):
         return None
     if mds_uri is None:
         return Reject(503, "MDS Not Configured")
+    if mds_up is False:
+        return Reject(503, "MDS Unavailable", ("Retry-After: 1",))
     hostport = mds_uri.split(":", 1)[1] if mds_uri.startswith("sip:") else mds_uri
     return RelayToMds(f"sip:{dialled}@{hostport}", f"<sip:{caller['number']}@{domain}>")

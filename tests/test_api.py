@@ -6,7 +6,7 @@ import time
 import msgpack
 import pytest
 
-from lib import api, store
+from lib import api, mds_health, store
 from lib.provisioning import ha1
 from tests.support.apicall import ADMIN, DOMAIN, TOKEN, basic
 
@@ -511,9 +511,9 @@ def test_mds_crud(call, r):
     rec = {"uri": "sip:192.0.2.10:5060", "addresses": ["192.0.2.10", "2001:db8::10"]}
     resp = call("PUT", "/api/v1/mds/mds1", rec, ADMIN)
     assert resp.status == 201
-    assert resp.body == {"name": "mds1", **rec, "up": None}
+    assert resp.body == {"name": "mds1", **rec, "up": None, "since": None}
     assert call("GET", "/api/v1/mds/mds1", headers=ADMIN).body == {"name": "mds1", **rec,
-                                                                   "up": None}
+                                                                   "up": None, "since": None}
     rec2 = {"uri": "sip:mds1.example.com:5070", "addresses": ["192.0.2.11"], "name": "mds1"}
     resp = call("PUT", "/api/v1/mds/mds1", rec2, ADMIN)
     assert resp.status == 200 and resp.body["uri"] == "sip:mds1.example.com:5070"
@@ -527,10 +527,19 @@ def test_mds_crud(call, r):
     assert r.hgetall("ua:mds:addr") == {}
 
 
-def test_mds_up_hook(call):
+def test_mds_shows_this_proxys_probing_result(call, r):
+    node = {"UA_NODE_ID": "node-a"}
     call("PUT", "/api/v1/mds/mds1", {"uri": "sip:192.0.2.10:5060"}, ADMIN)
-    resp = call("GET", "/api/v1/mds/mds1", headers=ADMIN, mds_up=lambda name: True)
-    assert resp.body["up"] is True
+    seen = mds_health.Health("sip:192.0.2.10:5060", False, 1700000000.0, 2)
+    mds_health.save(r, "node-b", {"mds1": seen})
+    assert call("GET", "/api/v1/mds/mds1", headers=ADMIN, env_over=node).body["up"] is None
+    mds_health.save(r, "node-a", {"mds1": seen})
+    assert call("GET", "/api/v1/mds", headers=ADMIN, env_over=node).body[0]["up"] is False
+    resp = call("GET", "/api/v1/mds/mds1", headers=ADMIN, env_over=node)
+    assert (resp.body["up"], resp.body["since"]) == (False, "2023-11-14T22:13:20Z")
+    # measured on another URI: not known for the new one
+    call("PUT", "/api/v1/mds/mds1", {"uri": "sip:192.0.2.10:5070"}, ADMIN)
+    assert call("GET", "/api/v1/mds/mds1", headers=ADMIN, env_over=node).body["up"] is None
 
 
 @pytest.mark.parametrize("name,body", [

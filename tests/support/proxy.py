@@ -28,7 +28,10 @@ class Proxy:
             "UA_HTTP_PORT": str(free_port(listen)), "UA_HTTPS_PORT": str(free_port(listen)),
             "UA_CHILDREN": "2", "UA_MEDIA": "passthrough",
             # lets a test see a BLF subscription expire within seconds
-            "UA_SUBSCRIBE_MIN_EXPIRES": "1", **(env or {})}
+            "UA_SUBSCRIBE_MIN_EXPIRES": "1",
+            # MDS probing off: most tests run their SIPp MDS only around a call, so it
+            # would be marked down between calls (tests/test_mds.py turns it on)
+            "UA_MDS_PROBE_INTERVAL": "0", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"
 

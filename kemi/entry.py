@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, blf, calls, callstate, config, forwarding, media, metrics,  # noqa: E402
-                 registrar, routing, sipmsg, store)
+from lib import (api, blf, calls, callstate, config, forwarding, mds_health, media,  # noqa: E402
+                 metrics, nodes, registrar, routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -23,8 +23,9 @@ HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
                         "Access-Control-Request-Method", "Access-Control-Request-Headers")
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
+MDS_PROBER = mds_health.Prober(CFG)   # used by the MDS timer process only
 PLAN_AVP = "ua_plan"     # the call plan the failure route needs, kept with the transaction
-USERS_AVP = "ua_users"   # the local users taking part in the call (JSON list)
+USERS_AVP = "ua_users"   # the local users taking part in the call: {number: call entry} JSON
 CALLEE_AVP = "ua_callee"  # the local user the next branches ring (for the branch route)
 # Record-Route parameters naming the local caller and callee, so that a BYE ends their
 # calls without any lookup.
@@ -94,6 +95,8 @@ def alias_contact():
     """A device behind a connection or a NAT is only reachable through the address its
     message came from: its Contact gets an alias so in-dialog requests find the way back.
     (nat_uac_test 19: private Contact address, Via address or port not the source.)"""
+    if ";alias=" in (KSR.hdr.get("Contact") or ""):
+        return   # aliased by the proxy holding the device's connection (lib/nodes)
     if pv("$pr") in CONNECTION_PROTOS or KSR.nathelper.nat_uac_test(19) > 0:
         KSR.nathelper.add_contact_alias()
 
@@ -135,6 +138,9 @@ class kamailio:
             return  # a stray ACK for nothing we know
         if KSR.is_REGISTER():
             self.registrar()
+            return
+        if nodes.is_relayed(pv("$ru") or ""):
+            self.deliver_relayed()
             return
         self.initial()
 
@@ -206,6 +212,8 @@ class kamailio:
         return False
 
     def media_in_dialog(self):
+        if KSR.rr.check_route_param(f"{media.CALLEE_PARAM}=") < 0:
+            return True    # a hop relaying for another proxy: that proxy adapts the media
         if KSR.is_BYE():
             KSR.rtpengine.rtpengine_delete("")
             return True
@@ -226,15 +234,22 @@ class kamailio:
             if MEDIA and KSR.sdpops.sdp_content() > 0:
                 guarded(KSR.rtpengine.rtpengine_answer, media.ANSWER_FLAGS)
         if 200 <= code < 300 and pv("$rm") == "INVITE":
-            guarded(lambda: self.presence_changed(
-                callstate.answer(self.call_users(), pv("$ci"), time.time())))
+            guarded(self.answered)
         return 1
 
     # --- call state and history ---------------------------------------------------------
 
-    def call_users(self):
+    def call_entries(self):
         raw = KSR.pvx.avp_get(USERS_AVP)
-        return json.loads(raw) if raw else []
+        return json.loads(raw) if raw else {}
+
+    def call_users(self):
+        return list(self.call_entries())
+
+    def answered(self):
+        entries, watched = callstate.answer(self.call_entries(), pv("$ci"), time.time())
+        KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
+        self.watched_changed(watched)
 
     def dialog_users(self):
         """The local caller and callee named in our Record-Route (now the Route header)."""
@@ -243,22 +258,22 @@ class kamailio:
         return [n for n in (params.get(CALLER_RR), params.get(CALLEE_RR)) if n]
 
     def end_call(self, users, forwarded_to=None):
-        self.presence_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
+        self.watched_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
 
     def track_call(self, plan, caller):
         """Record who takes part in this new call, and keep it with the transaction."""
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
-        callstate.start(party, pv("$ci"), now)
+        watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
-        self.remember_party(party, list(party.calls))
+        self.remember_party(party, party.calls, watched)
 
-    def remember_party(self, party, users):
+    def remember_party(self, party, entries, watched):
         KSR.pvx.avp_sets(CALLEE_AVP, party.callee or "")
-        KSR.pvx.avp_sets(USERS_AVP, json.dumps(users))
-        self.presence_changed(list(party.calls))
+        KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
+        self.watched_changed(watched)
 
     # --- registrar --------------------------------------------------------------------
 
@@ -297,13 +312,13 @@ class kamailio:
             peer=f"{pv('$si')}:{pv('$sp')}" if bound else None,
             contacts=[contacts] if contacts else [],
             expires=KSR.hdr.get("Expires"), call_id=pv("$ci"),
-            cseq=int(pv("$cs")), node=CFG.node_id)
+            cseq=int(pv("$cs")), node=CFG.node_id, node_addr=CFG.node_addr)
         now = time.time()
         result = registrar.process_register(req, profile["line_type"], stored, now,
                                             CFG.max_contacts)
         if result.code == 200:
-            registrar.apply(number, result)
-            self.presence_changed([number])
+            if registrar.apply(number, result):
+                self.watched_changed([number])
             if bound and result.upserts:
                 KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)
@@ -327,7 +342,7 @@ class kamailio:
             return
         has_credentials = KSR.auth.has_credentials(CFG.domain) > 0
         caller = KSR.pv.get("$au") if has_credentials else ""
-        ctx = calls.load_context(pv("$si"), caller, dialled, time.time())
+        ctx = calls.load_context(pv("$si"), caller, dialled, time.time(), CFG.node_id)
         if ctx.source_mds is None:
             if not has_credentials:
                 KSR.auth.auth_challenge(CFG.domain, 1)
@@ -379,7 +394,7 @@ class kamailio:
 
     def load_local(self, number):
         """A local user a call is forwarded to (standalone mode), by the same rules."""
-        ctx = calls.load_context("", "", number, time.time())
+        ctx = calls.load_context("", "", number, time.time(), CFG.node_id)
         if ctx.callee is None:
             return ctx, None
         return ctx, routing.route_incoming(ctx.callee, ctx.callee_selected, self.reachable(ctx))
@@ -393,7 +408,7 @@ class kamailio:
         route for a retarget (new branches of the same transaction)."""
         decision = plan.decision
         if isinstance(decision, routing.Reject):
-            reply(decision.code, decision.text)
+            reply(decision.code, decision.text, decision.headers)
             if KSR.tmx.t_is_failure_route() > 0:
                 self.release_media()
             return
@@ -430,15 +445,16 @@ class kamailio:
 
     def set_branches(self, contacts):
         """Ring every contact of the chosen device class in parallel (rule 6)."""
-        first, *others = contacts
-        KSR.seturi(first["uri"])
-        KSR.setdsturi(first["source"])
-        KSR.corex.set_send_socket(first["socket"])
-        for contact in others:
+        first, *others = [nodes.branch(c, CFG.node_id, f"udp:{CFG.listen}:{CFG.sip_port}",
+                                       f"tcp:{CFG.listen}:{CFG.sip_port}") for c in contacts]
+        KSR.seturi(first[0])
+        KSR.setdsturi(first[1])
+        KSR.corex.set_send_socket(first[2])
+        for uri, dst_uri, socket in others:
             KSR.pvx.sbranch_reset()
-            KSR.pv.sets("$sbranch(uri)", contact["uri"])
-            KSR.pv.sets("$sbranch(dst_uri)", contact["source"])
-            KSR.pv.sets("$sbranch(send_socket)", contact["socket"])
+            KSR.pv.sets("$sbranch(uri)", uri)
+            KSR.pv.sets("$sbranch(dst_uri)", dst_uri)
+            KSR.pv.sets("$sbranch(send_socket)", socket)
             KSR.pvx.sbranch_append()
 
     # --- failure route: no answer, busy, dead browser -----------------------------------
@@ -473,6 +489,10 @@ class kamailio:
         if isinstance(outcome, forwarding.RingDeskphone):
             registrar.remove_bindings(call["number"], outcome.stale_fields)
             callstate.set_device(call["number"], pv("$ci"), routing.DESKPHONE)
+            entries = self.call_entries()
+            if call["number"] in entries:
+                entries[call["number"]]["device"] = routing.DESKPHONE
+                KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
             self.presence_changed([call["number"]])
             count("ua_fallbacks_total", "webrtc_unreachable")
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
@@ -482,19 +502,20 @@ class kamailio:
             self.end_call([call["number"]], forwarded_to=outcome.destination)
             plan = calls.plan_incoming(callee, None, call["diverted"], CFG.domain,
                                        CFG.voicemail_prefix, self.load_local, first=outcome)
-            self.track_retarget(plan, [u for u in self.call_users() if u != call["number"]])
+            self.track_retarget(plan, {n: c for n, c in self.call_entries().items()
+                                       if n != call["number"]})
             for step in plan.retargets:
                 count("ua_forwards_total", step.trigger)
         self.apply(plan, call["diverted"])
 
-    def track_retarget(self, plan, users):
+    def track_retarget(self, plan, entries):
         """A retarget from the failure route: further forwards, or the next local user
         ringing (standalone mode). Its first retarget was recorded by end_call."""
         now = time.time()
         party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
                                        retargets_done=1)
-        callstate.start(party, pv("$ci"), now)
-        self.remember_party(party, users + list(party.calls))
+        watched = callstate.start(party, pv("$ci"), now)
+        self.remember_party(party, {**entries, **party.calls}, watched)
 
     # --- each branch: its callee and its media ----------------------------------------
 
@@ -509,7 +530,9 @@ class kamailio:
             KSR.rr.add_rr_param(f";{CALLEE_RR}={callee}")
         if not MEDIA:
             return
-        destination = KSR.pv.get("$du") or KSR.pv.get("$ru") or ""
+        # A branch relayed through another proxy goes there ($du); the device's own URI
+        # ($ru) still says transport=ws.
+        destination = f"{KSR.pv.get('$du') or ''} {KSR.pv.get('$ru') or ''}"
         target = media.WEBRTC if "transport=ws" in destination.lower() else media.PLAIN
         KSR.rr.add_rr_param(media.route_params(routing.device_class(pv("$pr")), target))
         if KSR.sdpops.sdp_content() > 0 and \
@@ -522,6 +545,11 @@ class kamailio:
     def presence_changed(self, numbers):
         """Tell the watchers of these users, if their aggregated state changed."""
         for message in blf.changed(numbers, time.time()):
+            send_notify(message)
+
+    def watched_changed(self, watched):
+        """presence_changed() for users known to have watchers (told by a call event)."""
+        for message in blf.watched_changed(watched, time.time()):
             send_notify(message)
 
     def subscription_expires(self):
@@ -579,7 +607,45 @@ class kamailio:
                 send_notify(message)
         return guarded(expire)
 
+    # --- MDS health: OPTIONS probes from a timer process of their own ---------------------
+
+    def ksr_mds_timer(self, msg, *args):
+        def probe():
+            for name, up in MDS_PROBER.tick(time.time()).items():
+                KSR.xhttp_prom.gauge_set_l1(mds_health.GAUGE, "1" if up else "0", name)
+        return guarded(probe)
+
     # --- connections ------------------------------------------------------------------
+
+    def deliver_relayed(self):
+        """A branch routed by another proxy of the cluster to a device whose connection
+        this proxy holds (lib/nodes): delivered as it is, that proxy runs the call."""
+        if not nodes.is_peer(pv("$si")):
+            reply(403, "Forbidden (not a proxy of this cluster)")
+            return
+        ruri, binding = nodes.unwrap(pv("$ru"))
+        if KSR.tcpops.tcp_conid_alive(binding["conid"]) <= 0:
+            # Closed, its close event still on the way. No answer at all: the routing
+            # proxy sees a device that gave no sign of life (rule 7).
+            self.presence_changed(registrar.drop_connection(CFG.node_id, binding["peer"]))
+            return
+        KSR.seturi(ruri)
+        KSR.setdsturi(binding["source"])
+        KSR.corex.set_send_socket(binding["socket"])
+        KSR.rr.record_route()
+        if KSR.is_INVITE():
+            # The device's own provisional is the routing proxy's sign of life (rule 7),
+            # not a 100 Trying of ours; the routing proxy's ring time applies, not ours.
+            KSR.tm.t_set_auto_inv_100(0)
+            KSR.tm.t_set_fr(nodes.RELAY_FR_INV_MS, 0)
+            KSR.tm.t_on_reply("ksr_onreply_relayed")
+        KSR.tm.t_set_disable_internal_reply(1)     # a failed send is no sign of life either
+        KSR.tm.t_relay()
+
+    def ksr_onreply_relayed(self, msg):
+        if 100 < KSR.pv.get("$rs") < 300:
+            guarded(alias_contact)
+        return 1
 
     def ksr_tcpops_event(self, msg, evname=""):
         def closed():

@@ -25,13 +25,20 @@ class Config:
     voicemail_prefix: str
     max_contacts: int
     ws_origins: tuple
-    mds_probe_interval: int
+    mds_probe_interval: float   # seconds; 0: probing off
+    mds_probe_threshold: int
+    node_addr: str              # host:port other proxies relay to (lib/nodes)
+    redis_sentinels: tuple      # ((host, port), ...): the master is found through them
+    redis_master: str
+    redis_wait: int             # replicas holding a write before it is acknowledged
 
 
 def load(env=None) -> Config:
     env = os.environ if env is None else env
     listen = env.get("UA_LISTEN", "127.0.0.1")
     origins = env.get("UA_WS_ORIGINS", "")
+    sentinels = tuple(host_port(v) for v in env.get("UA_REDIS_SENTINELS", "").split(",")
+                      if v.strip())
     return Config(
         listen=listen,
         sip_port=int(env.get("UA_SIP_PORT", "5060")),
@@ -48,5 +55,17 @@ def load(env=None) -> Config:
         voicemail_prefix=env.get("UA_VOICEMAIL_PREFIX", "vm-"),
         max_contacts=int(env.get("UA_MAX_CONTACTS", "5")),
         ws_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
-        mds_probe_interval=int(env.get("UA_MDS_PROBE_INTERVAL", "5")),
+        mds_probe_interval=float(env.get("UA_MDS_PROBE_INTERVAL", "5")),
+        mds_probe_threshold=max(1, int(env.get("UA_MDS_PROBE_THRESHOLD", "2"))),
+        node_addr=env.get("UA_NODE_ADDR", f"{listen}:{env.get('UA_SIP_PORT', '5060')}"),
+        redis_sentinels=sentinels,
+        redis_master=env.get("UA_REDIS_MASTER", "mymaster"),
+        # Replication is asynchronous: without a replica's acknowledgement, a failover
+        # may lose a write already acknowledged to a device or an API client.
+        redis_wait=int(env.get("UA_REDIS_WAIT", "1" if sentinels else "0")),
     )
+
+
+def host_port(value):
+    host, _, port = value.strip().rpartition(":")
+    return host.strip("[]"), int(port)

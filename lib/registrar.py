@@ -23,6 +23,7 @@ class RegisterRequest:
     call_id: str
     cseq: int
     node: str
+    node_addr: str | None = None    # where other proxies relay to this node (lib/nodes)
 
 
 @dataclass
@@ -84,6 +85,7 @@ def process_register(req, line_type, stored, now, max_contacts,
             "uri": uri, "params": sipmsg.format_params(kept), "class": klass,
             "expires_at": now + min(expires, max_expires), "source": req.source,
             "socket": req.socket, "conid": req.conid, "peer": req.peer, "node": req.node,
+            "node_addr": req.node_addr,
             "call_id": req.call_id, "cseq": req.cseq, "instance": instance,
         }
 
@@ -107,44 +109,40 @@ def contact_expires(params, header_expires, default_expires):
 
 def load(number):
     """(profile, ha1, contacts) of a user in one round trip."""
-    def read(r):
-        pipe = r.pipeline(transaction=False)
-        pipe.hmget(store.user_key(number), "profile", "ha1")
-        pipe.hgetall(store.contacts_key(number))
-        (profile, ha1), contacts = pipe.execute()
-        return store.unpack(profile), ha1.decode() if ha1 else None, decode(contacts.items())
-    return store.call(read)
+    (profile, ha1), contacts = store.run(("HMGET", store.user_key(number), "profile", "ha1"),
+                                         ("HGETALL", store.contacts_key(number)))
+    return store.unpack(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts))
 
 
 def apply(number, result):
-    """Write a 200 decision in one MULTI round trip."""
+    """Write a 200 decision in one MULTI round trip. Returns whether the user has BLF
+    watchers (asked in the same round trip)."""
     if not result.upserts and not result.removals:
-        return
-
-    def write(r):
-        key = store.contacts_key(number)
-        pipe = r.pipeline(transaction=True)
-        if result.removals:
-            pipe.hdel(key, *result.removals)
-            unindex(pipe, number, result.removals)
-        for fld, contact in result.upserts.items():
-            pipe.hset(key, fld, store.pack(contact))
-            pipe.zadd(metrics.registrations_key(contact["class"]),
-                      {f"{number}|{fld}": contact["expires_at"]})
-            if contact["peer"] is not None:
-                ckey = store.conn_key(contact["node"], contact["peer"])
-                pipe.sadd(ckey, f"{number}|{fld}")
-                pipe.expireat(ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS)
-                pipe.sadd(store.conns_key(contact["node"]), contact["peer"])
-        if result.last_expiry is not None:
-            # The hash lives as long as its longest binding, so a missed close event still
-            # ends; only ever extended (NX for a new key, GT after): a concurrent REGISTER
-            # that saw fewer bindings never cuts another's short.
-            until = int(result.last_expiry) + KEY_GRACE_SECONDS
-            pipe.expireat(key, until, nx=True)
-            pipe.expireat(key, until, gt=True)
-        pipe.execute()
-    store.call(write)
+        return False
+    key = store.contacts_key(number)
+    commands = [("MULTI",)]
+    if result.removals:
+        commands.append(("HDEL", key, *result.removals))
+        commands += unindex(number, result.removals)
+    for fld, contact in result.upserts.items():
+        commands.append(("HSET", key, fld, store.pack(contact)))
+        commands.append(("ZADD", metrics.registrations_key(contact["class"]),
+                         contact["expires_at"], f"{number}|{fld}"))
+        if contact["peer"] is not None:
+            ckey = store.conn_key(contact["node"], contact["peer"])
+            commands += [("SADD", ckey, f"{number}|{fld}"),
+                         ("EXPIREAT", ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS),
+                         ("SADD", store.conns_key(contact["node"]), contact["peer"])]
+    if result.last_expiry is not None:
+        # The hash lives as long as its longest binding, so a missed close event still
+        # ends; only ever extended (NX for a new key, GT after): a concurrent REGISTER
+        # that saw fewer bindings never cuts another's short.
+        until = int(result.last_expiry) + KEY_GRACE_SECONDS
+        commands += [("EXPIREAT", key, until, "NX"), ("EXPIREAT", key, until, "GT")]
+    commands += [("EXEC",), ("EXISTS", store.watchers_key(number))]
+    watched = store.run(*commands)[-1]
+    store.replicated()      # the 200 is an acknowledgement (contract section 2)
+    return bool(watched)
 
 
 def decode(pairs):
@@ -169,21 +167,17 @@ def contacts_of(number, now):
                 now)
 
 
-def unindex(pipe, number, fields):
+def unindex(number, fields):
     """Bindings gone from the registration counts (a field starts with its class)."""
-    for fld in fields:
-        pipe.zrem(metrics.registrations_key(fld.split("|", 1)[0]), f"{number}|{fld}")
+    return [("ZREM", metrics.registrations_key(fld.split("|", 1)[0]), f"{number}|{fld}")
+            for fld in fields]
 
 
 def remove_bindings(number, fields):
     """Rule 7: a browser that never answered anything is gone; so are its bindings."""
-    def write(r):
-        pipe = r.pipeline(transaction=True)
-        pipe.hdel(store.contacts_key(number), *fields)
-        unindex(pipe, number, fields)
-        pipe.execute()
     if fields:
-        store.call(write)
+        store.run(("MULTI",), ("HDEL", store.contacts_key(number), *fields),
+                  *unindex(number, fields), ("EXEC",))
 
 
 def registered_classes(r, number, now):

@@ -56,15 +56,18 @@ def start_redis(var):
     return proc, url
 
 
+def host_address(env):
+    """UA_LISTEN, or this host's own address (e.g. a container's) when that is a wildcard."""
+    local = env["UA_LISTEN"]
+    return socket.gethostbyname(socket.gethostname()) if local in ("0.0.0.0", "::") else local
+
+
 def rtp_interface(env):
-    """rtpengine binds media on one concrete address (a wildcard listener means this host's
-    own, e.g. a container's), and writes UA_ADVERTISE in the SDP when set."""
+    """rtpengine binds media on one concrete address, and writes UA_ADVERTISE in the SDP
+    when set."""
     if env.get("UA_RTP_INTERFACE"):
         return env["UA_RTP_INTERFACE"]
-    local = env["UA_LISTEN"]
-    if local in ("0.0.0.0", "::"):
-        local = socket.gethostbyname(socket.gethostname())
-    return local + (f"!{env['UA_ADVERTISE']}" if env.get("UA_ADVERTISE") else "")
+    return host_address(env) + (f"!{env['UA_ADVERTISE']}" if env.get("UA_ADVERTISE") else "")
 
 
 def start_rtpengine(var, env):
@@ -154,6 +157,9 @@ def main():
                         ("UA_DOMAIN", defaults.domain), ("UA_NODE_ID", defaults.node_id)):
         env.setdefault(name, str(value))
     env.setdefault("UA_MEDIA", defaults.media)
+    # Other proxies of the cluster relay to this one there (lib/nodes).
+    env.setdefault("UA_NODE_ADDR", f"{env.get('UA_ADVERTISE') or host_address(env)}:"
+                                   f"{env['UA_SIP_PORT']}")
     if env["UA_MEDIA"] not in ("rtpengine", "passthrough"):
         raise SystemExit("ua-proxy: UA_MEDIA must be rtpengine or passthrough")
     if not env.get("UA_API_TOKEN"):
@@ -163,7 +169,7 @@ def main():
         env["UA_TLS_CERT"], env["UA_TLS_KEY"] = self_signed_certificate(var, env["UA_DOMAIN"])
 
     started = []
-    if not env.get("UA_REDIS_URL"):
+    if not env.get("UA_REDIS_URL") and not env.get("UA_REDIS_SENTINELS"):
         redis_proc, env["UA_REDIS_URL"] = start_redis(var)
         started.append(redis_proc)
         log(f"embedded Redis at {env['UA_REDIS_URL']}")
@@ -173,10 +179,11 @@ def main():
         log(f"embedded rtpengine, ng control at {env['UA_RTPENGINE_URL']}")
 
     os.environ.update(env)
-    from lib import registrar
+    from lib import nodes, registrar
     dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
     if dropped:
         log(f"dropped {dropped} registrations bound to connections of the previous run")
+    nodes.announce(env["UA_NODE_ID"], env["UA_NODE_ADDR"])
 
     run_dir = var / "run" / env["UA_NODE_ID"]
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Several proxies on one Redis (scale-out). Every binding names the proxy holding its
+connection (`node`) and the address other proxies reach that proxy on (`node_addr`,
+UA_NODE_ADDR). A WebSocket, TCP or TLS connection can only be written to by the proxy
+that accepted it, so a branch for a connection held by another proxy goes through that
+proxy: the Request-URI keeps the device's contact and carries which connection in a
+`ua_relay` parameter, the holder checks the sender is a proxy of the cluster, takes the
+parameter off and delivers. A UDP device is reached directly from whichever proxy routes
+the call.
+
+    ua:nodes   hash  <node> -> <host:port> (its UA_NODE_ADDR), written at start-up
+"""
+import base64
+
+import msgpack
+
+from lib import provisioning, store
+
+NODES_KEY = "ua:nodes"
+RELAY_PARAM = "ua_relay"
+# The proxy that routed the call runs the ring time; the holder must never cut it short.
+RELAY_FR_INV_MS = (provisioning.MAX_RING_SECONDS + 10) * 1000
+
+
+def announce(node, addr):
+    store.call(lambda r: r.hset(NODES_KEY, node, addr))
+
+
+def is_peer(ip):
+    """Whether a request from `ip` comes from a proxy of the cluster (trusted like an MDS)."""
+    addrs = store.call(lambda r: r.hvals(NODES_KEY))
+    return any(a.decode().rpartition(":")[0].strip("[]") == ip for a in addrs)
+
+
+def branch(contact, node, udp_socket, tcp_socket):
+    """(Request-URI, next hop, send socket) of the branch ringing `contact` from `node`."""
+    if contact["node"] == node:
+        return contact["uri"], contact["source"], contact["socket"]
+    if contact["conid"] is None or not contact.get("node_addr"):
+        # UDP: any proxy reaches the device (behind a NAT, only if it lets another
+        # address in). No node_addr: bound before relaying existed, tried directly.
+        return contact["uri"], contact["source"], udp_socket
+    token = base64.urlsafe_b64encode(msgpack.packb(
+        [contact["source"], contact["socket"], contact["conid"], contact["peer"]])).decode()
+    uri, sep, headers = contact["uri"].partition("?")
+    return (f"{uri};{RELAY_PARAM}={token.rstrip('=')}{sep}{headers}",
+            f"sip:{contact['node_addr']};transport=tcp", tcp_socket)
+
+
+def is_relayed(ruri):
+    return f";{RELAY_PARAM}=" in ruri
+
+
+def unwrap(ruri):
+    """(the device's Request-URI, its binding as far as delivery needs) of a request
+    relayed by another proxy; ValueError when the parameter is not one of ours."""
+    marker = f";{RELAY_PARAM}="
+    start = ruri.index(marker)
+    end = min([i for i in (ruri.find(";", start + 1), ruri.find("?", start)) if i >= 0],
+              default=len(ruri))
+    token = ruri[start + len(marker):end]
+    try:
+        source, socket, conid, peer = msgpack.unpackb(
+            base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"bad {RELAY_PARAM} parameter") from exc
+    return (ruri[:start] + ruri[end:],
+            {"source": source, "socket": socket, "conid": conid, "peer": peer})

@@ -19,8 +19,7 @@ MAX_EXPIRES = DEFAULT_EXPIRES = 3600
 EXPIRY_KEY = "ua:watch:expiry"
 
 
-def watchers_key(number):
-    return f"ua:watchers:{{{number}}}"
+watchers_key = store.watchers_key
 
 
 def presence_key(number):
@@ -137,21 +136,30 @@ def changed(numbers, now):
         pipe = r.pipeline(transaction=False)
         for number in numbers:
             pipe.exists(watchers_key(number))
-        watched = [n for n, exists in zip(numbers, pipe.execute()) if exists]
-        messages = []
-        for number in watched:
-            profile, selected, contacts, calls, last, watchers = _inputs(r, number, now)
-            if not watchers or profile is None:
-                continue
-            state = presence_of(store.unpack(profile), selected, contacts, calls, now)
-            if last and last.decode() == state:
-                continue
-            for raw in watchers.values():
-                updated, message = notify(store.unpack(raw), state, now)
-                save(r, updated, state)
-                messages.append(message)
-        return messages
+        return _notify(r, [n for n, exists in zip(numbers, pipe.execute()) if exists], now)
     return store.call(scan) if numbers else []
+
+
+def watched_changed(watched, now):
+    """changed() for users already known to have watchers (the call-state writes tell,
+    in their own round trip)."""
+    return store.call(lambda r: _notify(r, watched, now)) if watched else []
+
+
+def _notify(r, watched, now):
+    messages = []
+    for number in watched:
+        profile, selected, contacts, calls, last, watchers = _inputs(r, number, now)
+        if not watchers or profile is None:
+            continue
+        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        if last and last.decode() == state:
+            continue
+        for raw in watchers.values():
+            updated, message = notify(store.unpack(raw), state, now)
+            save(r, updated, state)
+            messages.append(message)
+    return messages
 
 
 def expired(now):

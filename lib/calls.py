@@ -2,23 +2,26 @@
 decision needs is read in one Redis round trip, then decided by a pure function."""
 from dataclasses import dataclass, field
 
-from lib import forwarding, routing, store
+from lib import forwarding, mds_health, routing, store
 from lib.provisioning import normalize_forwards
 from lib.registrar import decode, live
 
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
-# HA1 and MDS URI, and the callee (by number, else by DID) with selection, contacts,
-# forwarding rules and MDS URI.
+# HA1 and MDS URI and this proxy's health record of that MDS (lib/mds_health), and the
+# callee (by number, else by DID) with selection, contacts, forwarding rules and MDS URI.
 _CALL_CONTEXT = """
-local src, caller, dialled = ARGV[1], ARGV[2], ARGV[3]
-local res = {false, false, false, false, false, false, false, {}, false, false}
+local src, caller, dialled, health = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local res = {false, false, false, false, false, false, false, {}, false, false, false}
 res[1] = redis.call('HGET', 'ua:mds:addr', src)
 if caller ~= '' then
   local c = redis.call('HMGET', 'ua:user:{' .. caller .. '}', 'profile', 'ha1')
   res[2], res[3] = c[1], c[2]
   if c[1] then
     local mds = cmsgpack.unpack(c[1])['mds']
-    if mds then res[4] = redis.call('HGET', 'ua:mds', mds) end
+    if mds then
+      res[4] = redis.call('HGET', 'ua:mds', mds)
+      res[11] = redis.call('HGET', health, mds)
+    end
   end
 end
 local number = dialled
@@ -50,24 +53,29 @@ class CallContext:
     callee_contacts: dict = field(default_factory=dict)
     callee_forwards: dict | None = None
     callee_mds_uri: str | None = None
+    caller_mds_up: bool | None = None   # this proxy's view; None: not known (calls pass)
 
 
 def _text(raw):
     return raw.decode() if raw else None
 
 
-def load_context(source_ip, caller_number, dialled, now):
-    def read(r):
-        return store.script(r, _CALL_CONTEXT, args=(source_ip, caller_number or "", dialled or ""))
+def load_context(source_ip, caller_number, dialled, now, node):
+    """node: this proxy's UA_NODE_ID, whose view of the caller's MDS health applies."""
     (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
-     callee_mds) = store.call(read)
+     callee_mds, caller_health) = store.evalsha(
+        _CALL_CONTEXT, args=(source_ip, caller_number or "", dialled or "",
+                             mds_health.key(node)))
     contacts = decode(zip(flat[::2], flat[1::2]))
+    caller_mds_record = store.unpack(caller_mds)
     return CallContext(
         source_mds=_text(mds), caller=store.unpack(caller), caller_ha1=_text(ha1),
         caller_mds_uri=_mds_uri(caller_mds), callee=store.unpack(callee),
         callee_selected=_text(selected), callee_contacts=live(contacts, now),
         callee_forwards=normalize_forwards(store.unpack(forwards)),
-        callee_mds_uri=_mds_uri(callee_mds))
+        callee_mds_uri=_mds_uri(callee_mds),
+        caller_mds_up=mds_health.status(caller_mds_record, store.unpack(caller_health))[0]
+        if caller_mds_record else None)
 
 
 def _mds_uri(raw):
@@ -85,7 +93,8 @@ def decide(ctx, dialled, domain, reachable_contacts, method="INVITE", event=None
     if method == "SUBSCRIBE" and (event != MWI_EVENT or ctx.source_mds is not None):
         return routing.Reject(489, "Bad Event")   # dialog presence: the presence feature
     if ctx.source_mds is None:
-        outgoing = routing.route_outgoing(ctx.caller, ctx.caller_mds_uri, dialled, domain)
+        outgoing = routing.route_outgoing(ctx.caller, ctx.caller_mds_uri, dialled, domain,
+                                          ctx.caller_mds_up)
         if outgoing is not None:
             return outgoing
     if ctx.callee is None or method == "SUBSCRIBE":

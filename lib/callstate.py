@@ -4,8 +4,9 @@ lives in Redis (store.calls_key, store.history_key) so every Kamailio process an
 restarted proxy see the same thing."""
 import datetime
 import os
-
 from dataclasses import dataclass, field
+
+import msgpack
 
 from lib import metrics, store
 from lib.routing import DEVICE_CLASSES, Reject, Ring, device_status
@@ -96,94 +97,152 @@ def presence(calls, line_type, selected, registered, now):
 
 
 # --- store ------------------------------------------------------------------------------
+# Every call event is one round trip, and tells which of its users have BLF watchers (the
+# only ones whose change needs more work).
 
-def begin(entries, call_id):
-    """entries: {number: call entry} of the local users taking part."""
-    def write(r):
-        pipe = r.pipeline(transaction=False)
-        for number, call in entries.items():
-            pipe.hset(calls_key(number), call_id, store.pack(call))
-            if call["device"]:
-                pipe.zadd(metrics.active_calls_key(call["device"]),
-                          {f"{number}|{call_id}": call["expires_at"]})
-            pipe.expireat(calls_key(number), int(call["expires_at"]) + 60, gt=True)
-            pipe.expireat(calls_key(number), int(call["expires_at"]) + 60, nx=True)
-        pipe.execute()
-    if entries:
-        store.call(write)
+def _put(number, call_id, call):
+    """The commands that store a call entry and count it in its device's gauge."""
+    key, until = calls_key(number), int(call["expires_at"]) + 60
+    commands = [("HSET", key, call_id, store.pack(call))]
+    if call["device"]:
+        commands.append(("ZADD", metrics.active_calls_key(call["device"]), call["expires_at"],
+                         f"{number}|{call_id}"))
+    return commands + [("EXPIREAT", key, until, "GT"), ("EXPIREAT", key, until, "NX")]
 
 
-def _load(r, numbers, call_id):
-    pipe = r.pipeline(transaction=False)
-    for number in numbers:
-        pipe.hget(calls_key(number), call_id)
-    return {n: store.unpack(raw) for n, raw in zip(numbers, pipe.execute()) if raw}
+def _watchers(numbers):
+    return [("EXISTS", store.watchers_key(n)) for n in numbers]
 
 
-def answer(numbers, call_id, now):
-    """A 2xx to the call's INVITE: every local party is in the call now."""
-    def update(r):
-        calls = _load(r, numbers, call_id)
-        begin({n: answered(c, now) for n, c in calls.items()}, call_id)
-        return list(calls)
-    return store.call(update) if numbers else []
+def start(party, call_id, now):
+    """A new call (or a retarget of one): the entries of the users taking part, and the
+    history of those it only passed by, in one round trip. Returns the watched users among
+    those taking part."""
+    commands = [c for number, call in party.calls.items() for c in _put(number, call_id, call)]
+    for number, direction, peer, forwarded_to, device in party.unrung:
+        commands += record(number, call_id, new_call(direction, device, peer, now), now,
+                           forwarded_to)
+    if not commands:
+        return []
+    watched = list(party.calls)
+    flags = store.run(*commands, *_watchers(watched))[len(commands):]
+    return [n for n, flag in zip(watched, flags) if flag]
+
+
+# The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
+# ended meanwhile (a CANCEL or BYE that crossed the 2xx): an ended call stays ended.
+# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset.
+# ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash.
+# Returns per party: 1 if it has watchers, 0 if not, -1 if the call was gone.
+ANSWER_LUA = """
+local call_id = ARGV[1]
+local out = {}
+for k = 0, #KEYS / 3 - 1 do
+  local calls = KEYS[3 * k + 1]
+  if redis.call('HEXISTS', calls, call_id) == 1 then
+    redis.call('HSET', calls, call_id, ARGV[4 * k + 2])
+    redis.call('ZADD', KEYS[3 * k + 3], ARGV[4 * k + 4], ARGV[4 * k + 3])
+    redis.call('EXPIREAT', calls, ARGV[4 * k + 5], 'GT')
+    out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 2])
+  else
+    out[#out + 1] = -1
+  end
+end
+return out
+"""
+
+
+def answer(entries, call_id, now):
+    """A 2xx to the call's INVITE: every local party is in the call now. entries: {number:
+    call entry} as the call's transaction keeps them. Returns (the entries answered, the
+    watched users)."""
+    if not entries:
+        return entries, []
+    updated = {n: answered(c, now) for n, c in entries.items()}
+    keys, args = [], [call_id]
+    for number, call in updated.items():
+        keys += [calls_key(number), store.watchers_key(number),
+                 metrics.active_calls_key(call["device"])]
+        args += [store.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
+                 int(call["expires_at"]) + 60]
+    flags = store.evalsha(ANSWER_LUA, keys, args)
+    return updated, [n for n, watched in zip(updated, flags) if watched == 1]
 
 
 def set_device(number, call_id, device):
     """Rule 7 moved the ringing to another device in the same call."""
-    def update(r):
-        call = _load(r, [number], call_id).get(number)
-        if call:
-            pipe = r.pipeline(transaction=False)
-            unindex(pipe, number, call_id)
-            pipe.execute()
-            begin({number: {**call, "device": device}}, call_id)
-    store.call(update)
+    raw = store.run(("HGET", calls_key(number), call_id))[0]
+    if raw:
+        store.run(*unindex(number, call_id),
+                  *_put(number, call_id, {**store.unpack(raw), "device": device}))
+
+
+# The end of a call, in one script: each party's entry moves into its history as
+# [call id, entry, end time, forwarded to or ""] (history() formats it when read), and
+# leaves the gauges of calls in progress.
+# KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets.
+# ARGV: call id, end time, forwarded to, history length, then per party its gauge member.
+# Returns per party: 1 if it has watchers, 0 if not, -1 if it had no such call.
+FINISH_LUA = """
+local call_id, parties = ARGV[1], (#KEYS - %d) / 3
+local out = {}
+for k = 0, parties - 1 do
+  local calls, history = KEYS[3 * k + 1], KEYS[3 * k + 2]
+  local entry = redis.call('HGET', calls, call_id)
+  if entry then
+    redis.call('LPUSH', history, cmsgpack.pack({call_id, entry, tonumber(ARGV[2]), ARGV[3]}))
+    redis.call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)
+    redis.call('HDEL', calls, call_id)
+    for z = 3 * parties + 1, #KEYS do redis.call('ZREM', KEYS[z], ARGV[5 + k]) end
+    out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 3])
+  else
+    out[#out + 1] = -1
+  end
+end
+return out
+""" % len(DEVICE_CLASSES)
 
 
 def finish(numbers, call_id, now, forwarded_to=None):
-    """The call ended (BYE, CANCEL, final error, forward): into each party's history."""
-    def write(r):
-        calls = _load(r, numbers, call_id)
-        pipe = r.pipeline(transaction=False)
-        for number, call in calls.items():
-            record(pipe, number, history_entry(call_id, call, now, forwarded_to))
-            pipe.hdel(calls_key(number), call_id)
-            unindex(pipe, number, call_id)
-        pipe.execute()
-        return list(calls)
-    return store.call(write) if numbers else []
+    """The call ended (BYE, CANCEL, final error, forward): into each party's history.
+    Returns the watched users."""
+    if not numbers:
+        return []
+    keys = [k for n in numbers
+            for k in (calls_key(n), history_key(n), store.watchers_key(n))]
+    keys += [metrics.active_calls_key(d) for d in DEVICE_CLASSES]
+    args = [call_id, repr(now), forwarded_to or "", HISTORY_MAX,
+            *(f"{n}|{call_id}" for n in numbers)]
+    flags = store.evalsha(FINISH_LUA, keys, args)
+    return [n for n, watched in zip(numbers, flags) if watched == 1]
 
 
-def unindex(pipe, number, call_id):
-    for device in DEVICE_CLASSES:
-        pipe.zrem(metrics.active_calls_key(device), f"{number}|{call_id}")
+def unindex(number, call_id):
+    return [("ZREM", metrics.active_calls_key(d), f"{number}|{call_id}") for d in DEVICE_CLASSES]
 
 
-def record(pipe, number, entry):
-    pipe.lpush(history_key(number), store.pack(entry))
-    pipe.ltrim(history_key(number), 0, HISTORY_MAX - 1)
+def record(number, call_id, call, ended_at, forwarded_to=None):
+    """The commands that put a call into the history, in the form the call-end script
+    writes."""
+    key = history_key(number)
+    return [("LPUSH", key, msgpack.packb([call_id, store.pack(call), ended_at,
+                                          forwarded_to or ""])),
+            ("LTRIM", key, 0, HISTORY_MAX - 1)]
 
 
-def record_unrung(number, call_id, now, direction, peer, forwarded_to=None, device=None):
-    """A call that never went further than the proxy for `number`: forwarded before any
-    device rang (unconditional, DND, nobody registered), or refused at once."""
-    entry = history_entry(call_id, new_call(direction, device, peer, now), now, forwarded_to)
-    def write(r):
-        pipe = r.pipeline(transaction=False)
-        record(pipe, number, entry)
-        pipe.execute()
-    store.call(write)
-
-
-def start(party, call_id, now):
-    begin(party.calls, call_id)
-    for number, direction, peer, forwarded_to, device in party.unrung:
-        record_unrung(number, call_id, now, direction, peer, forwarded_to, device)
+def _history_entry(raw):
+    """A stored history item as section 8 shows it. Items written before the call-end
+    script existed are already in that form."""
+    item = msgpack.unpackb(raw, raw=True)
+    if isinstance(item, dict):
+        return store.unpack(raw)
+    call_id, call, ended_at, forwarded_to = item
+    return history_entry(call_id.decode(), store.unpack(call), ended_at,
+                         forwarded_to.decode() or None)
 
 
 def history(r, number, limit):
-    return [store.unpack(raw) for raw in r.lrange(history_key(number), 0, limit - 1)]
+    return [_history_entry(raw) for raw in r.lrange(history_key(number), 0, limit - 1)]
 
 
 def calls_of(r, number):

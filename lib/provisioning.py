@@ -13,7 +13,6 @@ Forwarding rules (contract section 5) live in the user's hash, field `forwards`:
 of the full API shape (see DEFAULT_FORWARDS); an absent field means the defaults. Readers
 (the routing code) go through normalize_forwards().
 """
-import copy
 import hashlib
 import hmac
 import ipaddress
@@ -246,8 +245,10 @@ def valid_forward_destination(value):
 
 
 def default_forwards():
-    """A fresh copy of DEFAULT_FORWARDS (every rule off, no destination, dnd off)."""
-    return copy.deepcopy(DEFAULT_FORWARDS)
+    """A fresh copy of DEFAULT_FORWARDS (every rule off, no destination, dnd off); built
+    by hand, as deepcopy was a visible share of an initial INVITE's CPU."""
+    return {name: (dict(value) if isinstance(value, dict) else value)
+            for name, value in DEFAULT_FORWARDS.items()}
 
 
 def normalize_forwards(raw):

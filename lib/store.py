@@ -16,16 +16,22 @@ Redis Cluster slot:
   ua:users           set of every provisioned number
   ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
   ua:mds:addr        hash  <ip> -> <name>
+  ua:mds:health:<node>  hash  <name> -> msgpack {"uri", "up", "since"}: proxy <node>'s
+                     probing result (lib/mds_health)
   ua:conn:<node>:<peer>  set of "<N>|<contact field>" bound to the connection from the
                      device's <peer> (ip:port) held by proxy <node>
   ua:conns:<node>    set of the peers of <node>'s connections holding registrations
+  ua:nodes           hash  <node> -> its UA_NODE_ADDR (lib/nodes)
 """
+import hashlib
 import os
+import select
 
+import hiredis
 import msgpack
 import redis
 
-from lib import config
+from lib import config, sentinel
 
 
 class StoreUnavailable(Exception):
@@ -46,6 +52,10 @@ def calls_key(number):
 
 def history_key(number):
     return f"ua:history:{{{number}}}"
+
+
+def watchers_key(number):
+    return f"ua:watchers:{{{number}}}"
 
 
 def did_key(did):
@@ -75,21 +85,28 @@ def unpack(raw):
 
 _client = None
 _client_pid = None
+_redis_wait = 0
+
+
+# A client that fails fast: a request needing state gets 503 rather than a hang.
+FAST = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry_on_timeout": False,
+        "health_check_interval": 0}
 
 
 def connect(url):
-    """A client that fails fast: a request needing state gets 503 rather than a hang."""
-    return redis.Redis.from_url(
-        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False,
-        health_check_interval=0)
+    return redis.Redis.from_url(url, **FAST)
 
 
 def client():
     """This process's Redis client, created on first use after fork."""
-    global _client, _client_pid
+    global _client, _client_pid, _redis_wait
     if _client is None or _client_pid != os.getpid():
-        _client = connect(config.load().redis_url)
+        cfg = config.load()
+        _client = (sentinel.connect(cfg, **FAST) if cfg.redis_sentinels
+                   else connect(cfg.redis_url))
         _client_pid = os.getpid()
+        _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
+    sentinel.follow(_client)
     return _client
 
 
@@ -111,3 +128,115 @@ def call(fn):
         return fn(client())
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise StoreUnavailable(str(exc)) from exc
+
+
+WAIT_MS = 250    # under the socket timeout: a missing replica is a 503, not a hang
+
+
+def replicated(r=None):
+    """Before acknowledging a change (UA_REDIS_WAIT > 0): wait until that many replicas
+    hold every write this process made so far, so that a failover cannot lose it. WAIT
+    counts only its own connection's writes, hence the PUBLISH (replicated, and read by
+    nobody) on the same connection first. Too few replicas in time: StoreUnavailable, the
+    change is not acknowledged."""
+    if r is None:
+        client()
+    wanted = _redis_wait
+    if not wanted:
+        return
+
+    def wait(r):
+        pipe = r.pipeline(transaction=False)
+        pipe.publish("ua:replicated", b"")
+        pipe.wait(wanted, WAIT_MS)
+        return pipe.execute()[1]
+    acked = call(wait) if r is None else wait(r)
+    if acked < wanted:
+        raise StoreUnavailable(f"{acked} of {wanted} replicas acknowledged the write")
+
+
+# --- the SIP hot path: packed commands on a connection of this process's own ---------------
+# redis-py's pool, pipeline and command layers cost more CPU than a round trip itself
+# (make bench): a call's few round trips go straight through one socket, packed and parsed
+# by hiredis. redis-py still opens the connection (address, Sentinel, credentials,
+# protocol handshake).
+
+class _Link:
+    def __init__(self, owner):
+        self.owner = owner          # the client (one per process) whose pool made it
+        self.conn = owner.connection_pool.make_connection()
+        self.sock = self.reader = None
+
+    def ready(self):
+        """The socket, opened if needed; an idle socket with something to read was closed
+        by Redis (a restart) or is out of step: it is replaced, not failed on."""
+        if self.sock is not None and (select.select([self.sock], [], [], 0)[0]
+                                      or sentinel.moved(self.conn, self.owner)):
+            self.close()
+        if self.sock is None:
+            self.conn.connect()
+            self.sock, self.reader = self.conn._sock, hiredis.Reader()
+        return self.sock
+
+    def read(self, count):
+        replies = []
+        while len(replies) < count:
+            reply = self.reader.gets()
+            if reply is False:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise redis.ConnectionError("connection closed by Redis")
+                self.reader.feed(data)
+            else:
+                replies.append(reply)
+        return replies
+
+    def close(self):
+        self.conn.disconnect()
+        self.sock = self.reader = None
+
+
+_link = None
+_shas = {}
+
+
+def run(*commands):
+    """Commands (tuples) in one round trip; their raw replies. An error reply raises
+    redis.ResponseError once every reply has been read (the connection stays in step); a
+    connection problem raises StoreUnavailable."""
+    global _link
+    owner = client()
+    if _link is None or _link.owner is not owner:
+        _link = _Link(owner)
+    try:
+        _link.ready().sendall(b"".join(hiredis.pack_command(c) for c in commands))
+        replies = _link.read(len(commands))
+    except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.ProtocolError) as exc:
+        _link.close()
+        raise StoreUnavailable(str(exc)) from exc
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith("READONLY"):   # a master demoted by a failover
+                _link.close()
+                raise StoreUnavailable(str(reply))
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
+def pairs(reply):
+    """The (field, value) pairs of a hash read raw: a dict in RESP3, a flat list in RESP2."""
+    return reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
+
+
+def evalsha(lua, keys=(), args=()):
+    """A Lua script by its SHA; sent whole (EVAL, which caches it) when Redis doesn't know
+    it yet, e.g. after a restart or a failover."""
+    sha = _shas.get(lua)
+    if sha is None:
+        sha = _shas[lua] = hashlib.sha1(lua.encode()).hexdigest()
+    try:
+        return run(("EVALSHA", sha, len(keys), *keys, *args))[0]
+    except redis.ResponseError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+        return run(("EVAL", lua, len(keys), *keys, *args))[0]

@@ -5,11 +5,12 @@ import time
 import pytest
 import redis
 
-from lib import calls, registrar, routing
+from lib import calls, registrar, routing, store
 from lib.provisioning import Provisioning
 from lib.registrar import RegisterRequest
 
 DOMAIN = "127.0.0.1"
+NODE = "n1"    # the proxy whose view of MDS health applies
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def register(number, transport, peer=None, conid=None, uri="sip:x@h"):
 
 def test_context_from_mds_to_a_did(prov):
     register("1000", "udp")
-    ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time())
+    ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time(), NODE)
     assert ctx.source_mds == "mds1" and ctx.caller is None
     assert ctx.callee["number"] == "1000" and ctx.callee_selected is None
     assert [c["class"] for c in ctx.callee_contacts.values()] == ["deskphone"]
@@ -42,7 +43,7 @@ def test_context_from_mds_to_a_did(prov):
 
 
 def test_device_call_goes_to_callers_mds(prov):
-    ctx = calls.load_context("127.0.0.20", "1000", "555", time.time())
+    ctx = calls.load_context("127.0.0.20", "1000", "555", time.time(), NODE)
     assert ctx.source_mds is None and ctx.caller_ha1 and ctx.caller_mds_uri == "sip:127.0.0.10:5070"
     assert calls.decide(ctx, "555", DOMAIN, []) == \
         routing.RelayToMds("sip:555@127.0.0.10:5070", f"<sip:1000@{DOMAIN}>")
@@ -51,10 +52,10 @@ def test_device_call_goes_to_callers_mds(prov):
 def test_standalone_user_calls_local_user_by_the_same_rules(prov):
     prov.set_device("1000", "deskphone")
     register("1000", "ws", peer="127.0.0.1:4000", conid=3, uri="sip:tab@t.invalid")
-    ctx = calls.load_context("127.0.0.20", "2000", "1000", time.time())
+    ctx = calls.load_context("127.0.0.20", "2000", "1000", time.time(), NODE)
     decision = calls.decide(ctx, "1000", DOMAIN, list(ctx.callee_contacts.values()))
     assert (decision.device, decision.reason) == ("webrtc", "selected_unavailable")
-    assert calls.decide(calls.load_context("127.0.0.20", "2000", "4242", time.time()),
+    assert calls.decide(calls.load_context("127.0.0.20", "2000", "4242", time.time(), NODE),
                         "4242", DOMAIN, []) == routing.Reject(404, "Not Found")
 
 
@@ -68,10 +69,10 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
 
 def test_routing_decision_reads_redis_in_one_round_trip(prov, monkeypatch):
     register("1000", "udp")
-    calls.load_context("127.0.0.10", "", "1000", time.time())   # Redis has the script now
-    sent = []
-    execute = redis.Redis.execute_command
-    monkeypatch.setattr(redis.Redis, "execute_command",
-                        lambda self, *args, **kw: sent.append(args[0]) or execute(self, *args, **kw))
-    ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time())
-    assert sent == ["EVALSHA"] and ctx.callee["number"] == "1000"
+    calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)   # Redis has the script now
+    round_trips = []            # store.run sends its commands in one round trip
+    run = store.run
+    monkeypatch.setattr(store, "run", lambda *commands: round_trips.append(
+        [c[0] for c in commands]) or run(*commands))
+    ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time(), NODE)
+    assert round_trips == [["EVALSHA"]] and ctx.callee["number"] == "1000"

@@ -8,34 +8,14 @@ import pytest
 
 from lib import media
 from tests.support.browser import Softphone
-from tests.support.fixtures import DESKPHONE_IP, MDS_IP, provision_site
-from tests.support.proxy import Proxy
-from tests.support.rtpengineproc import RtpengineProcess
+from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
+# the same real rtpengine and media-adapting proxy as the media tests
+from tests.test_media import media_proxy, rtpengine, site  # noqa: F401
 from tests.test_unique_account import wait_until
 
 MDS_RTP_CALL = "tests/browser/mds_call_rtp.xml"
 TALK_MS = 6000          # the MDS hangs up after this; the pcap it plays lasts 7 s
-
-
-@pytest.fixture(scope="module")
-def rtpengine(tmp_path_factory):
-    process = RtpengineProcess(tmp_path_factory.mktemp("rtpengine")).start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def media_proxy(redis_server, rtpengine, tmp_path_factory):
-    p = Proxy(redis_server.url, tmp_path_factory.mktemp("browser-proxy"), node_id="browser-node",
-              env={"UA_MEDIA": "rtpengine", "UA_RTPENGINE_URL": rtpengine.url}).start()
-    yield p
-    p.stop()
-
-
-@pytest.fixture
-def site(media_proxy, redis_url, tmp_path):
-    return provision_site(media_proxy, tmp_path)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ browser, and WsPhone has no DTLS-SRTP: media is measured on the call the browser
 client places with a plain RTP/AVP offer from a small RTP endpoint of the test (rtpengine
 anchors it: RTP flows endpoint <-> rtpengine <-> baresip, counted at both ends). The call
 baresip places towards the browser checks the signalling and the SDP adaptation both
-ways; real WebRTC media is the browser test's part (Chromium + JsSIP).
+ways; real WebRTC media with baresip is test_browser_baresip.py's part (Chromium + JsSIP).
 """
 import re
 import socket

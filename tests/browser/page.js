@@ -1,12 +1,13 @@
-// The UC Assistant as the browser test needs it: JsSIP registered over WSS, incoming
-// calls answered with the (fake) microphone, their RTP statistics, and the device API.
+// The UC Assistant as the browser tests need it: JsSIP registered over WSS, calls answered
+// or placed with the (fake) microphone, their RTP statistics, and the device API.
 // driver.mjs bundles this file with JsSIP and calls window.softphone's functions.
 import JsSIP from 'jssip';
 
 JsSIP.debug.enable('JsSIP:*');      // to the browser console, which driver.mjs logs
 
 let ua = null;
-const calls = [];                   // every incoming call: {session, callId, confirmed, ended}
+// every call, received or placed, in order: {session, callId, incoming, confirmed, ended}
+const calls = [];
 
 function until(check, timeoutMs, what) {
   return new Promise((resolve, reject) => {
@@ -33,9 +34,9 @@ async function login({ wss, domain, user, password }) {
   ua.on('registered', () => { outcome = { ok: true }; });
   ua.on('registrationFailed', (e) => { outcome = { ok: false, cause: e.cause }; });
   ua.on('newRTCSession', ({ originator, session, request }) => {
-    if (originator !== 'remote') return;
-    const call = { session, callId: request.call_id, confirmed: false, ended: null };
-    session.on('confirmed', () => { call.confirmed = true; });     // the ACK arrived
+    const call = { session, callId: request.call_id, incoming: originator === 'remote',
+                   confirmed: false, ended: null };
+    session.on('confirmed', () => { call.confirmed = true; });     // the ACK went through
     session.on('ended', (e) => { call.ended = { originator: e.originator, cause: e.cause }; });
     session.on('failed', (e) => { call.ended = { originator: e.originator, cause: e.cause, failed: true }; });
     calls.push(call);
@@ -46,18 +47,37 @@ async function login({ wss, domain, user, password }) {
   return result;
 }
 
-// The index-th incoming call (0 = the first), once it has arrived.
+// The index-th call (0 = the first; placed calls count too), once it has arrived.
 async function incomingCall(index, timeoutMs) {
   const call = await until(() => calls[index], timeoutMs, `incoming call ${index}`);
+  if (!call.incoming) throw new Error(`call ${index} was placed by the page`);
   return { callId: call.callId };
 }
 
 async function answer(index) {
+  calls[index].session.answer({ mediaConstraints: { audio: true, video: false } });
+  return confirmed(index, 10000);
+}
+
+// Places a call; returns at once (the callee answers later), with the call's index.
+function dial(target) {
+  ua.call(target, { mediaConstraints: { audio: true, video: false } });
+  const index = calls.length - 1;     // newRTCSession ran inside ua.call
+  return { index, callId: calls[index].callId };
+}
+
+// Once the ACK of the index-th call went through (answered, or answered by the callee).
+async function confirmed(index, timeoutMs) {
   const call = calls[index];
-  call.session.answer({ mediaConstraints: { audio: true, video: false } });
-  await until(() => call.confirmed || call.ended, 10000, 'ACK');
-  if (call.ended) throw new Error(`call ended while answering: ${JSON.stringify(call.ended)}`);
+  await until(() => call.confirmed || call.ended, timeoutMs, 'ACK');
+  if (call.ended) throw new Error(`call ended before its ACK: ${JSON.stringify(call.ended)}`);
   return { callId: call.callId };
+}
+
+// The page hangs up (JsSIP sends the BYE and ends the call without waiting for its 200).
+async function hangup(index) {
+  calls[index].session.terminate();
+  return ended(index, 1000);
 }
 
 // RTP packets counted by the peer connection (getStats) and its ICE/DTLS state.
@@ -77,7 +97,7 @@ async function ended(index, timeoutMs) {
 }
 
 function incomingCount() {
-  return calls.length;
+  return calls.filter((call) => call.incoming).length;
 }
 
 // What the UC Assistant does when the user picks a device: the API with the user's
@@ -92,4 +112,5 @@ async function selectDevice({ api, user, password, device }) {
   return { status: response.status, body: await response.json() };
 }
 
-window.softphone = { login, incomingCall, answer, stats, ended, incomingCount, selectDevice };
+window.softphone = { login, incomingCall, answer, dial, confirmed, hangup, stats, ended,
+                      incomingCount, selectDevice };

@@ -11,11 +11,12 @@ import json
 import os
 import select
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DRIVER = ROOT / "tests" / "browser" / "driver.mjs"
@@ -93,14 +94,8 @@ class Softphone:
                 self.proc.wait(10)
             except (BrowserError, OSError, subprocess.TimeoutExpired):
                 pass
-        if self.proc.poll() is None:
-            # playwright closes chromium when its driver gets SIGTERM
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        # playwright closes chromium when its driver gets SIGTERM
+        stop_process(self.proc)
 
     def __enter__(self):
         return self

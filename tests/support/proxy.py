@@ -2,7 +2,6 @@
 and a given Redis, ready when /api/v1/health answers 200, stopped by its PID."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -31,7 +31,10 @@ class Proxy:
             "UA_SUBSCRIBE_MIN_EXPIRES": "1",
             # MDS probing off: most tests run their SIPp MDS only around a call, so it
             # would be marked down between calls (tests/test_mds.py turns it on)
-            "UA_MDS_PROBE_INTERVAL": "0", **(env or {})}
+            "UA_MDS_PROBE_INTERVAL": "0",
+            # flood protection off whatever the default: the bad-SIP corpus and the loads
+            # come from one address at hundreds per second (tests/test_security.py sets it)
+            "UA_FLOOD_RATE": "0", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"
 
@@ -84,13 +87,7 @@ class Proxy:
         raise RuntimeError(f"proxy not ready within {timeout} s:\n{self.log_tail()}")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=15)
         self.proc = None
 
     def restart(self):

@@ -1,11 +1,11 @@
 """A real rtpengine for tests: user-space forwarding, ng control on a free loopback port,
 stopped and started again by its PID (the same port, so a running proxy finds it)."""
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from lib import media
+from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 
 
@@ -33,13 +33,7 @@ class RtpengineProcess:
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def call_ids(self):

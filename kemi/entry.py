@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, blf, calls, callstate, config, forwarding, mds_health, media,  # noqa: E402
-                 metrics, nodes, registrar, routing, sipmsg, store)
+from lib import (api, blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
+                 mds_health, media, metrics, nodes, registrar, routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -120,6 +120,8 @@ class kamailio:
         return guarded(self.request)
 
     def request(self):
+        if CFG.flood_rate and self.flooding():
+            return      # dropped unanswered
         if not self.reqinit():
             return
         if KSR.is_CANCEL():
@@ -143,6 +145,21 @@ class kamailio:
             self.deliver_relayed()
             return
         self.initial()
+
+    def flooding(self):
+        """Whether this request's source is blocked, or goes over the rate now (lib/flood)."""
+        ip = pv("$si")
+        if KSR.htable.sht_is_null(flood.BLOCKS, ip) < 0:
+            count("ua_flood_blocked_total")
+            return True
+        now = time.time()
+        if not flood.over_rate(KSR.htable.sht_inc(flood.COUNTS, flood.counter_key(ip, now)),
+                               CFG.flood_rate) or flood.exempt(ip, now):
+            return False
+        KSR.htable.sht_setxi(flood.BLOCKS, ip, 1, CFG.flood_block_seconds)
+        KSR.warn(f"ua: flood from {ip}: blocked for {CFG.flood_block_seconds} s\n")
+        count("ua_flood_blocked_total")
+        return True
 
     def reqinit(self):
         if KSR.maxfwd.process_maxfwd(10) < 0:
@@ -282,7 +299,11 @@ class kamailio:
         if ha1 is None:
             ha1 = "0" * 32  # unknown user: same answer as a wrong password
         rc = KSR.auth.pv_auth_check(CFG.domain, ha1, 1, 1)
-        if rc < 0 and rc != -4:      # a stale nonce is no failure, just a new challenge
+        if rc == -4:      # a stale nonce is no failure, just a new challenge; a replay is
+            header = "Authorization" if KSR.is_REGISTER() else "Proxy-Authorization"
+            if digest.replayed(KSR.hdr.get(header), time.time()):
+                count("ua_auth_failures_total", "replay")
+        elif rc < 0:
             count("ua_auth_failures_total", "sip")
         if rc == -8:
             reply(403, "Forbidden (authentication user does not own this address)")

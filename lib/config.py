@@ -31,6 +31,9 @@ class Config:
     redis_sentinels: tuple      # ((host, port), ...): the master is found through them
     redis_master: str
     redis_wait: int             # replicas holding a write before it is acknowledged
+    redis_timeout_ms: int       # the SIP path's wait for a Redis reply (lib/store)
+    flood_rate: int             # requests per second per source address; 0: no limit
+    flood_block_seconds: int
 
 
 def load(env=None) -> Config:
@@ -63,6 +66,9 @@ def load(env=None) -> Config:
         # Replication is asynchronous: without a replica's acknowledgement, a failover
         # may lose a write already acknowledged to a device or an API client.
         redis_wait=int(env.get("UA_REDIS_WAIT", "1" if sentinels else "0")),
+        redis_timeout_ms=max(1, int(env.get("UA_REDIS_TIMEOUT_MS", "80"))),
+        flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
+        flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
     )
 
 

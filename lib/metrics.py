@@ -18,7 +18,8 @@ COUNTERS = {
     "ua_forwards_total": [(r,) for r in ("unconditional", "busy", "noanswer", "unavailable",
                                          "dnd")],
     "ua_store_errors_total": [()],
-    "ua_auth_failures_total": [("sip",), ("api",)],
+    "ua_auth_failures_total": [("sip",), ("api",), ("replay",)],
+    "ua_flood_blocked_total": [()],
 }
 GAUGES = {"ua_registrations": "ua:reg:", "ua_calls_in_progress": "ua:active:"}
 ROUTING_HISTOGRAM = "ua_routing_duration_seconds"

@@ -9,7 +9,8 @@ Redis Cluster slot:
                            forwards -> msgpack forwarding rules (absent: all disabled)
   ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
   ua:calls:{N}       hash  Call-ID -> msgpack call in progress (lib/callstate)
-  ua:history:{N}     list  msgpack call history entries, newest first
+  ua:history:{N}     list  msgpack [call id, call entry (msgpack), end time, forwarded to],
+                           newest first; formatted as the API shows it when read
   ua:watchers:{N}    hash  BLF subscription Call-ID -> msgpack (lib/blf), with
   ua:presence:{N}, ua:watch:expiry: last notified state, expiry index
   ua:did:<did>       string -> N
@@ -26,6 +27,7 @@ Redis Cluster slot:
 import hashlib
 import os
 import select
+import time
 
 import hiredis
 import msgpack
@@ -86,6 +88,7 @@ def unpack(raw):
 _client = None
 _client_pid = None
 _redis_wait = 0
+_hot_timeout = None    # seconds, read with the client
 
 
 # A client that fails fast: a request needing state gets 503 rather than a hang.
@@ -99,13 +102,14 @@ def connect(url):
 
 def client():
     """This process's Redis client, created on first use after fork."""
-    global _client, _client_pid, _redis_wait
+    global _client, _client_pid, _redis_wait, _hot_timeout
     if _client is None or _client_pid != os.getpid():
         cfg = config.load()
         _client = (sentinel.connect(cfg, **FAST) if cfg.redis_sentinels
                    else connect(cfg.redis_url))
         _client_pid = os.getpid()
         _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
+        _hot_timeout = cfg.redis_timeout_ms / 1000
     sentinel.follow(_client)
     return _client
 
@@ -160,11 +164,16 @@ def replicated(r=None):
 # (make bench): a call's few round trips go straight through one socket, packed and parsed
 # by hiredis. redis-py still opens the connection (address, Sentinel, credentials,
 # protocol handshake).
+# A frozen Redis (no answer, no reset) must not hold the SIP workers: this connection waits
+# at most UA_REDIS_TIMEOUT_MS, and after a timeout the process answers 503 at once for
+# HOLD_OFF seconds before it tries again, so one request per process and HOLD_OFF pays it.
+HOLD_OFF = 1.0
 
 class _Link:
     def __init__(self, owner):
         self.owner = owner          # the client (one per process) whose pool made it
         self.conn = owner.connection_pool.make_connection()
+        self.conn.socket_timeout = self.conn.socket_connect_timeout = _hot_timeout
         self.sock = self.reader = None
 
     def ready(self):
@@ -198,13 +207,16 @@ class _Link:
 
 _link = None
 _shas = {}
+_held_off_until = 0.0
 
 
 def run(*commands):
     """Commands (tuples) in one round trip; their raw replies. An error reply raises
     redis.ResponseError once every reply has been read (the connection stays in step); a
     connection problem raises StoreUnavailable."""
-    global _link
+    global _link, _held_off_until
+    if _held_off_until and time.monotonic() < _held_off_until:
+        raise StoreUnavailable("no answer from Redis a moment ago")
     owner = client()
     if _link is None or _link.owner is not owner:
         _link = _Link(owner)
@@ -213,6 +225,8 @@ def run(*commands):
         replies = _link.read(len(commands))
     except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.ProtocolError) as exc:
         _link.close()
+        if isinstance(exc, (TimeoutError, redis.TimeoutError)):
+            _held_off_until = time.monotonic() + HOLD_OFF
         raise StoreUnavailable(str(exc)) from exc
     for reply in replies:
         if isinstance(reply, hiredis.ReplyError):

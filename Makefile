@@ -1,5 +1,5 @@
 # The two commands a user needs: `make run` and `make test`. Both prepare what is missing.
-.PHONY: setup run test unit
+.PHONY: setup run test unit bench soak
 
 setup:
 	@scripts/setup.sh
@@ -12,3 +12,12 @@ test: setup
 
 unit: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests -k unit
+
+# This proxy against a native Kamailio and a db_redis one, side by side (bench/run.py);
+# BENCH_QUICK=1 for a short run. Writes bench/results.json and prints the table.
+bench: setup
+	.venv/bin/python -m bench.run
+
+# Not part of `make test`: SOAK_SECONDS (600) at SOAK_CALL_RATE, see bench/soak.py.
+soak: setup
+	.venv/bin/python -m bench.soak

@@ -146,17 +146,19 @@ def final_block(routes, default_next, mandatory_last=True, extra_for=None, body_
 # ----------------------------------------------------------------------------
 # Deskphone registration
 
-def register_request(contact, expires, cseq, auth):
+def register_request(contact, expires, cseq, auth, user="[user]"):
+    """auth: False, True ([authentication] from -au/-ap) or the keyword to write."""
+    auth_line = (auth if isinstance(auth, str) else "[authentication]") + "\n" if auth else ""
     return f"""
 REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
 {VIA}
 Max-Forwards: 70
-From: <sip:[user]@[domain]>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[user]@[domain]>
+From: <sip:{user}@[domain]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:{user}@[domain]>
 Call-ID: [call_id]
 CSeq: {cseq} REGISTER
 Contact: {contact}
-{"[authentication]" + chr(10) if auth else ""}Expires: {expires}
+{auth_line}Expires: {expires}
 [extra_headers]{UA}
 Content-Length: 0
 """
@@ -439,14 +441,14 @@ def deskphone_reject():
 # ----------------------------------------------------------------------------
 # UAC calls
 
-def invite(from_user, from_host, cseq, auth=False):
+def invite(from_user, from_host, cseq, auth=False, callee="[service]"):
     auth_line = "[authentication]\n" if auth else ""
     return f"""
-INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+INVITE sip:{callee}@[remote_ip]:[remote_port] SIP/2.0
 {VIA}
 Max-Forwards: 70
 From: <sip:{from_user}@{from_host}>;tag=[pid]SIPpTag00[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
+To: <sip:{callee}@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: {cseq} INVITE
 Contact: <sip:{from_user}@[local_ip]:[local_port];transport=[transport]>
@@ -941,6 +943,65 @@ def blf_watcher_unsubscribe():
     return out
 
 # ----------------------------------------------------------------------------
+# Load (make bench, bench/run.py): strict flows, so that anything but the expected
+# answer fails the call and counts as a failed transaction. The users come from an
+# injection file (-inf): field0 the number, field1 the whole keyword
+# `[authentication username=N password=P]` (SIPp 3.6.1 can't nest a field in a keyword,
+# but it expands a keyword found in a field).
+
+def register_load():
+    out = msg(register_request(CONTACT.replace("[user]", "[field0]"), "3600", 1, False,
+                               user="[field0]"), retrans=True)
+    out += recv_response(100, optional=True)
+    out += recv_response(401, extra=' auth="true"')
+    out += msg(register_request(CONTACT.replace("[user]", "[field0]"), "3600", 2,
+                                "[field1]",
+                                user="[field0]"), retrans=True)
+    out += recv_response(100, optional=True)
+    out += recv_response(200)
+    return out
+
+
+def mds_call_load():
+    """A multi-worker proxy may pass the callee's 180 after its 200: the 180 is caught
+    wherever it comes (optional="global") and the scenario goes back to waiting for what
+    it waited for (the 200 of the INVITE, or of the BYE once answered)."""
+    caller, host = "[caller]", "[local_ip]:[local_port]"
+    out = msg(invite(caller, host, 1, callee="[field0]"), retrans=True)
+    out += recv_response(100, optional=True)
+    out += '<recv response="180" optional="global" next="provisional"/>\n'
+    out += label("wait_200")
+    out += f"""<recv response="200" rrs="true">
+{SAVE_TO[:-len("  </action>" + chr(10))]}    <ereg regexp="^SIP/2.0 200" search_in="msg" check_it="true" assign_to="answered"/>
+  </action>
+</recv>
+"""
+    out += ack_2xx(caller, host)
+    out += bye(caller, host)
+    out += label("wait_bye")
+    out += recv_response(200, nxt="end")
+    out += label("provisional")
+    out += '<nop test="answered" next="wait_bye"/>\n'
+    out += jump("wait_200")
+    out += label("end")
+    return out
+
+
+def deskphone_answer_load():
+    out = uas_start()
+    out += msg(uas_reply("180 Ringing"))
+    out += pause_from("ring")   # ring_ms: a gap that keeps most 180s ahead of their 200
+    out += msg(uas_reply("200 OK", body=True), retrans=True)
+    out += recv_request("ACK", optional=True)
+    out += recv_request("BYE")
+    out += msg(uas_reply("200 OK", contact=None, record_route=False, tag=False), extra=' next="end"')
+    out += label("ood_request")
+    out += msg(uas_reply("200 OK", contact="[user]", record_route=False))
+    out += label("end")
+    return out
+
+
+# ----------------------------------------------------------------------------
 
 SCENARIOS = {
     "deskphone_register": (deskphone_register, "UAC: REGISTER [user] (Contact at local ip:port, Expires [expires]), answers one 401/407 with [user]/[password], ends successfully on any final response."),
@@ -964,6 +1025,9 @@ SCENARIOS = {
     "mds_mwi_subscription": (mds_mwi_subscription, "UAS: the MDS accepts a SUBSCRIBE (200, Expires [expires]), sends the in-dialog message-summary NOTIFY along the Record-Route, gets its 200. One subscription counts as one call (max_calls). Answers OPTIONS probes."),
     "deskphone_subscribe_mwi": (deskphone_subscribe_mwi, "UAC: the deskphone subscribes to message-summary for [user] (digest: one 401/407 answered), expects 200/202, answers the NOTIFY with 200; fails on a final error."),
     "blf_watcher": (blf_watcher, "UAC: a deskphone BLF key: SUBSCRIBE Event dialog to [service] as [user] (digest: one 401/407 answered), expects 200/202, answers every NOTIFY with 200 until stopped; a NOTIFY with Subscription-State terminated is answered and ends it successfully; fails on a final error."),
+    "register_load": (register_load, "UAC (make bench): REGISTER of [field0] (injection file) with Contact at [contact_host], Expires 3600; expects 401, answers it with the credentials of [field1], expects 200; anything else fails the call."),
+    "mds_call_load": (mds_call_load, "UAC (make bench): the MDS calls [field0] (injection file): INVITE, optional 100, 180 (at any point, even after the 200), 200, ACK, BYE, 200; anything else fails the call."),
+    "deskphone_answer_load": (deskphone_answer_load, "UAS (make bench): every deskphone at once, answering each INVITE with 180, ring_ms, 200, then ACK, BYE, 200; runs until stopped. Answers OPTIONS and other out-of-dialog requests with 200."),
     "blf_watcher_unsubscribe": (blf_watcher_unsubscribe, "UAC: like blf_watcher until the first NOTIFY and the 2xx, then hold_ms, in-dialog un-SUBSCRIBE (Expires 0, along the route set), 2xx, answers NOTIFYs until the terminating one and ends successfully."),
 }
 

@@ -1,0 +1,662 @@
+"""`make bench`: this proxy (U) against a hand-written native Kamailio (N) and the same with
+usrloc on db_redis (R), side by side in one run, with the same SIPp load, the same number
+of Kamailio children and the same users (contract section 10, issue 7).
+
+How it runs. The three proxies run at once on their own ports of 127.0.0.1 and are loaded
+one at a time, in turns (N, R, U, N, R, U, ...), so that a drift of the machine touches all
+of them alike. The proxies and their Redis servers are pinned to CPU 0, SIPp to CPU 1.
+CPU time is read from /proc/<pid>/task/*/schedstat (nanoseconds on the CPU) of every
+process of a proxy (Kamailio's, its Redis, for U with media its rtpengine), before and
+after a measurement; per call = that time / successful calls.
+
+Workloads (sipp_scenarios/*_load.xml, strict: any other answer fails the call):
+  register: REGISTER with digest (401, REGISTER with credentials, 200) over a pool of users;
+  calls:    the MDS (127.0.0.10) calls a registered user: INVITE/100/180/200/ACK/BYE/200, 
+            answered by one SIPp playing every deskphone (127.0.0.20). For U the users are
+            `ua` users with the webrtc selection stored and no browser registered: the
+            device selection (and its fallback) is on the path.
+The users of the call pool registered from the deskphone's address before the calls; the
+register workload uses the other users (U sends a call to the address a REGISTER came
+from, so the register load must not re-register the call pool from elsewhere).
+
+BENCH_QUICK=1: fewer repetitions, shorter points and no ladder (fixed rates,
+BENCH_CALL_RATE / BENCH_REGISTER_RATE). Results: bench/results.json and a table on stdout.
+"""
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.probe import LatencyProbe  # noqa: E402
+from lib.provisioning import ha1  # noqa: E402
+from lib.runner import wait_for  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
+from tests.support.redisproc import RedisProcess  # noqa: E402
+from tests.support.sipp import free_port  # noqa: E402
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "2" if QUICK else "5"))
+POINT_SECONDS = float(os.environ.get("BENCH_POINT_SECONDS", "3" if QUICK else "5"))
+USER_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_USERS", "100,100000").split(","))
+LADDER_STEP_SECONDS = 3
+CALL_POOL = 2000            # users called (pre-registered), at most half the users
+CHILDREN = int(os.environ.get("BENCH_CHILDREN", "4"))
+PROXY_CPUS, LOAD_CPUS = {0}, {1}
+PROXY_IP, MDS_IP, DESKPHONE_IP = "127.0.0.1", "127.0.0.10", "127.0.0.20"
+REGISTRAR_IP = "127.0.0.21"     # where the register workload comes from
+MDS_CALLER = "4000"
+RING_MS = 2             # the deskphones' 180 comes this long before their 200
+FIRST_NUMBER = 100000
+PASSWORD = "pw-{}"
+RESULTS = ROOT / "bench" / "results.json"
+SCENARIOS = ROOT / "sipp_scenarios"
+
+
+def log(text):
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# --- processes: their tree, CPU time and memory --------------------------------------------
+
+def children_of():
+    """{ppid: [pid, ...]} of every process."""
+    tree = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def descendants(root):
+    tree, out, todo = children_of(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, ()))
+    return out
+
+
+def cpu_ns(pids):
+    """Time on the CPU of every thread of these processes (schedstat: ns, exact)."""
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except OSError:
+            pass        # gone meanwhile (only ever a helper process)
+    return total
+
+
+def memory_kib(pid):
+    """(RSS, private) of a process in KiB. Private memory (USS) is what the process costs
+    of its own: RSS counts Kamailio's shared memory in every process that touched it."""
+    values = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name in ("Rss", "Private_Clean", "Private_Dirty"):
+                values[name] = int(rest.split()[0])
+    return values["Rss"], values["Private_Clean"] + values["Private_Dirty"]
+
+
+def pin(pids, cpus):
+    for pid in pids:
+        try:
+            os.sched_setaffinity(pid, cpus)
+        except OSError:
+            pass
+
+
+def answers_options(addr):
+    """A SIP OPTIONS to the proxy gets a 200 (it is up and routing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((MDS_IP, 0))
+        s.settimeout(0.3)
+        port = s.getsockname()[1]
+        s.sendto((f"OPTIONS sip:{addr[0]}:{addr[1]} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP {MDS_IP}:{port};branch=z9hG4bK-bench{time.time_ns()}\r\n"
+                  f"From: <sip:bench@{MDS_IP}>;tag=b\r\nTo: <sip:{addr[0]}>\r\n"
+                  f"Call-ID: bench-{time.time_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                  "Content-Length: 0\r\n\r\n").encode(), addr)
+        try:
+            return s.recv(4096).startswith(b"SIP/2.0 200")
+        except OSError:
+            return False
+
+
+# --- users ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Users:
+    count: int
+
+    @property
+    def numbers(self):
+        return [str(FIRST_NUMBER + i) for i in range(self.count)]
+
+    @property
+    def call_pool(self):
+        return self.numbers[:min(CALL_POOL, self.count // 2)]
+
+    @property
+    def register_pool(self):
+        return self.numbers[min(CALL_POOL, self.count // 2):]
+
+
+def injection_file(path, numbers):
+    """SIPp injection file: the number, and the credentials as a SIPp keyword."""
+    path.write_text("SEQUENTIAL\n" + "".join(
+        f"{n};[authentication username={n} password={PASSWORD.format(n)}]\n" for n in numbers))
+    return path
+
+
+# --- the proxies ---------------------------------------------------------------------------
+
+class Proxy:
+    """One proxy under test: its SIP address, its processes, its Redis (or None)."""
+    name = "?"
+    redis = None        # a redis.Redis client of the proxy's own Redis, if any
+    redis_pid = None
+
+    def __init__(self, workdir, users):
+        self.workdir = Path(workdir) / self.name
+        self.workdir.mkdir(parents=True)
+        self.users = users
+        self.port = free_port(PROXY_IP)
+        self.addr = (PROXY_IP, self.port)
+
+    def kamailio_pids(self):
+        raise NotImplementedError
+
+    def pids(self):
+        return self.kamailio_pids() + ([self.redis_pid] if self.redis_pid else [])
+
+    def pin(self):
+        pin(self.pids(), PROXY_CPUS)
+
+    def redis_memory(self):
+        return self.redis.info("memory")["used_memory"] if self.redis else None
+
+
+class NativeProxy(Proxy):
+    """N, or R (with_db_redis): bench/native.cfg."""
+
+    def __init__(self, workdir, users, with_db_redis=False):
+        self.name = "R" if with_db_redis else "N"
+        super().__init__(workdir, users)
+        self.with_db_redis = with_db_redis
+        self.proc = self.redis_server = None
+
+    def start(self):
+        db = self.workdir / "htable"
+        db.mkdir()
+        # db_text: a header line of typed columns, then one row per user (HA1s, no secret)
+        rows = "".join(f"{i}:{n}:0:0:{ha1(n, PROXY_IP, PASSWORD.format(n))}:0\n"
+                       for i, n in enumerate(self.users.numbers, 1))
+        (db / "ha1").write_text("id(int,auto) key_name(string) key_type(int) value_type(int) "
+                                "key_value(string) expires(int)\n" + rows)
+        defines = {"BENCH_CHILDREN": str(CHILDREN), "BENCH_HTABLE_DB": f'"text://{db}"',
+                   "BENCH_MDS_IP": f'"{MDS_IP}"',
+                   "BENCH_CTL_SOCKET": f'"unix:{self.workdir / "ctl.sock"}"'}
+        if self.with_db_redis:
+            self.redis_server = RedisProcess(str(self.workdir / "redis"),
+                                             extra_args=["--appendfsync", "everysec"]).start()
+            self.redis_pid = self.redis_server.proc.pid
+            self.redis = redis.Redis(port=self.redis_server.port)
+            # usrloc checks its table version in the `version` table
+            self.redis.hset("version:entry::location",
+                            mapping={"table_name": "location", "table_version": 9})
+            defines["WITH_DB_REDIS"] = "1"
+            defines["BENCH_REDIS_URL"] = f'"redis://127.0.0.1:{self.redis_server.port}/0"'
+        cmd = ["kamailio", "-f", str(ROOT / "bench" / "native.cfg"), "-DD", "-E",
+               "-Y", str(self.workdir), "-P", str(self.workdir / "kamailio.pid"),
+               "-m", "256", "-M", "16", "-l", f"udp:{PROXY_IP}:{self.port}"]
+        for name, value in defines.items():
+            cmd += ["-A", f"{name}={value}"]
+        with open(self.workdir / "kamailio.log", "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: answers_options(self.addr), 30, f"proxy {self.name}")
+        self.pin()
+        return self
+
+    def kamailio_pids(self):
+        return descendants(self.proc.pid)
+
+    def stop(self):
+        stop_process(self.proc)
+        if self.redis_server:
+            self.redis_server.stop()
+
+
+class UniqueAccountProxy(Proxy):
+    """U: this project, started as `make run` starts it (python -m lib.runner)."""
+
+    def __init__(self, workdir, users, media="passthrough"):
+        self.name = "U" if media == "passthrough" else "U+rtpengine"
+        super().__init__(workdir, users)
+        self.media = media
+        self.proc = self.redis_proc = None
+
+    def start(self):
+        from lib import runner
+        var = self.workdir / "var"
+        self.redis_proc, url = runner.start_redis(var)
+        self.redis_pid = self.redis_proc.pid
+        self.redis = redis.Redis.from_url(url)
+        self.memory_empty = self.redis_memory()
+        self.provision(url)
+        self.memory_provisioned = self.redis_memory()
+        http_port = free_port(PROXY_IP)
+        self.api_url = f"http://{PROXY_IP}:{http_port}/api/v1"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
+        env.update({"UA_LISTEN": PROXY_IP, "UA_SIP_PORT": str(self.port),
+                    "UA_TLS_PORT": str(free_port(PROXY_IP)),
+                    "UA_HTTP_PORT": str(http_port),
+                    "UA_HTTPS_PORT": str(free_port(PROXY_IP)),
+                    "UA_REDIS_URL": url, "UA_API_TOKEN": "bench", "UA_NODE_ID": self.name,
+                    "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
+                    "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
+        with open(self.workdir / "proxy.log", "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        wait_for(lambda: answers_options(self.addr), 60, f"proxy {self.name}")
+        self.pin()
+        return self
+
+    def provision(self, url):
+        """The users through the provisioning code the API uses (lib/provisioning); the
+        call pool with the webrtc selection stored."""
+        from lib import provisioning
+        prov = provisioning.Provisioning(redis.Redis.from_url(url), PROXY_IP)
+        prov.put_mds("mds1", {"name": "mds1", "uri": f"sip:{MDS_IP}",
+                              "addresses": [MDS_IP]})
+        numbers = self.users.numbers
+        for start in range(0, len(numbers), 1000):
+            prov.put_users([(n, {"number": n, "name": f"User {n}", "line_type": "ua",
+                                 "mds": "mds1", "password": PASSWORD.format(n)}, None)
+                            for n in numbers[start:start + 1000]])
+        for n in self.users.call_pool:
+            prov.set_device(n, "webrtc")
+
+    def kamailio_pids(self):
+        # the runner's tree: the runner itself (idle), Kamailio, rtpengine with media
+        return descendants(self.proc.pid)
+
+    def stop(self):
+        stop_process(self.proc)
+        stop_process(self.redis_proc)
+
+
+# --- SIPp ----------------------------------------------------------------------------------
+
+KEYS = {"domain": PROXY_IP, "caller": MDS_CALLER, "contact_params": "", "extra_headers": "",
+        "user_agent": "sipp-bench", "rtp_port": "40000", "sdp_proto": "RTP/AVP", "user": "x"}
+
+
+@dataclass
+class LoadResult:
+    successful: int
+    failed: int
+    call_rate: float        # calls SIPp started per second (below the rate asked: it lagged)
+
+
+def sipp_command(scenario, local_ip, local_port, remote=None, inf=None, rate=None, calls=None,
+                 keys=None):
+    cmd = ["sipp", "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", local_ip,
+           "-p", str(local_port), "-t", "u1", "-nostdin", "-recv_timeout", "10000",
+           "-trace_stat", "-stf", "stat.csv", "-fd", "3600", "-trace_err", "-max_recv_loops", "10000",
+           # bursts must not overflow the load generator's own socket buffer (a lost
+           # datagram is a failed call that is not the proxy's)
+           "-buff_size", "4194304"]
+    if remote:
+        cmd.append(f"{remote[0]}:{remote[1]}")
+    if inf:
+        cmd += ["-inf", str(inf)]
+    if scenario == "deskphone_answer_load":
+        cmd += ["-set", "ring_ms", str(RING_MS)]
+    if rate:
+        cmd += ["-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(max(100, rate * 10))]
+    for name, value in {**KEYS, **(keys or {})}.items():
+        cmd += ["-key", name, value]
+    return cmd
+
+
+def start_sipp(cmd, workdir):
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL,
+                            stderr=open(workdir / "stderr.log", "wb"))
+    pin([proc.pid], LOAD_CPUS)
+    return proc
+
+
+def read_result(workdir):
+    """Successful/failed calls from SIPp's statistics file (its last line is the final
+    count, with the rate SIPp achieved)."""
+    lines = (workdir / "stat.csv").read_text().splitlines()
+    row = dict(zip(lines[0].split(";"), lines[-1].split(";")))
+    return LoadResult(int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"]),
+                      float(row["CallRate(C)"]))
+
+
+def run_load(scenario, local_ip, remote, inf, rate, seconds, workdir, keys=None):
+    """The load, then its result and how long it took."""
+    calls = max(1, int(rate * seconds))
+    started = time.monotonic()
+    proc = start_sipp(sipp_command(scenario, local_ip, free_port(local_ip), remote, inf, rate,
+                                   calls, keys), workdir)
+    try:
+        proc.wait(seconds * 3 + 30)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        stop_process(proc)
+    return read_result(workdir), time.monotonic() - started
+
+
+class Bench:
+    def __init__(self, workdir):
+        self.workdir = Path(workdir)
+        self.runs = 0
+        self.uas = None
+
+    def run_dir(self, what):
+        self.runs += 1
+        return self.workdir / "sipp" / f"{self.runs:04d}-{what}"
+
+    def start_deskphones(self):
+        """One SIPp answering for every deskphone of every proxy, for the whole run."""
+        self.uas_port = free_port(DESKPHONE_IP)
+        self.uas = start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP, self.uas_port),
+                              self.run_dir("deskphones"))
+
+    def stop(self):
+        stop_process(self.uas)
+
+    def register_call_pool(self, proxy):
+        """The call pool registers from the deskphones' own address (the UAS is briefly
+        stopped: one UDP port can't be bound twice); the UAS then answers there."""
+        stop_process(self.uas)
+        memory_before = proxy.redis_memory()
+        inf = injection_file(self.workdir / f"{proxy.name}-{proxy.users.count}-callpool.csv",
+                             proxy.users.call_pool)
+        run_dir = self.run_dir(f"{proxy.name}-callpool")
+        proc = start_sipp(sipp_command("register_load", DESKPHONE_IP, self.uas_port, proxy.addr,
+                                       inf, 500, len(proxy.users.call_pool),
+                                       {"contact_host": f"{DESKPHONE_IP}:{self.uas_port}"}),
+                          run_dir)
+        proc.wait()
+        result = read_result(run_dir)
+        if proxy.redis:
+            proxy.memory_registered_delta = proxy.redis_memory() - memory_before
+        self.uas = start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP, self.uas_port),
+                              self.run_dir("deskphones"))
+        if result.failed or result.successful != len(proxy.users.call_pool):
+            raise SystemExit(f"bench: registering the call pool on {proxy.name} failed: {result}")
+
+    def measure(self, proxy, workload, rate, seconds=POINT_SECONDS):
+        """One point: the load at `rate` for `seconds`; CPU of the proxy's processes."""
+        time.sleep(0.5)     # let the previous point's transactions end
+        before = cpu_ns(proxy.pids())
+        redis_before = cpu_ns([proxy.redis_pid]) if proxy.redis_pid else 0
+        latencies, probe_failed = [], 0
+        if workload == "calls":
+            inf = self.workdir / f"{proxy.name}-{proxy.users.count}-callpool.csv"
+            with LatencyProbe(MDS_IP, proxy.addr, proxy.users.call_pool) as probe:
+                result, elapsed = run_load("mds_call_load", MDS_IP, proxy.addr, inf, rate,
+                                           seconds, self.run_dir(f"{proxy.name}-calls-{rate}"))
+            # the probe's calls don't retransmit: a datagram lost under load is a probe
+            # failure, reported, but not a failed call (SIPp's retransmit, like phones)
+            latencies, probe_failed = probe.latencies_ms, probe.failed
+        else:
+            inf = injection_file(self.workdir / f"{proxy.name}-{proxy.users.count}-regpool.csv",
+                                 proxy.users.register_pool)
+            result, elapsed = run_load("register_load", REGISTRAR_IP, proxy.addr, inf, rate,
+                                       seconds, self.run_dir(f"{proxy.name}-register-{rate}"),
+                                       {"contact_host": f"{REGISTRAR_IP}:5060"})
+        spent = cpu_ns(proxy.pids()) - before
+        redis_spent = (cpu_ns([proxy.redis_pid]) if proxy.redis_pid else 0) - redis_before
+        return {"rate": rate, "successful": result.successful, "failed": result.failed,
+                "achieved_rate": result.call_rate,
+                "proxy_cpu_share": spent / 1e9 / elapsed,    # of one core
+                "cpu_ms_per_op": spent / 1e6 / max(1, result.successful),
+                "redis_cpu_ms_per_op": redis_spent / 1e6 / max(1, result.successful),
+                "latencies_ms": latencies, "probe_failed": probe_failed}
+
+
+# --- the run -------------------------------------------------------------------------------
+
+def ladder(bench, proxy, workload, start_rate):
+    """Highest rate with zero failed calls, all at the rate asked: up by 25% until a step
+    fails, then up from the last good rate in steps of 5% of it. Returns (rate, what
+    limited it: the proxy when its processes used most of their core at the failing step,
+    else the load generator)."""
+    good, rate, step = 0, start_rate, None
+    while True:
+        point = bench.measure(proxy, workload, rate, seconds=LADDER_STEP_SECONDS)
+        ok = (point["failed"] == 0 and point["successful"] == int(rate * LADDER_STEP_SECONDS)
+              and point["achieved_rate"] >= 0.95 * rate)
+        log(f"ladder {proxy.name} {workload} {rate}/s: {'ok' if ok else 'FAILED'} "
+            f"(achieved {point['achieved_rate']:.0f}/s, proxy CPU "
+            f"{point['proxy_cpu_share']:.0%} of a core)")
+        if ok:
+            good = rate
+        else:
+            limit = "proxy" if point["proxy_cpu_share"] >= 0.8 else "load generator"
+            if step is None and good:
+                step = max(1, round(good * 0.05))
+                time.sleep(3)      # let the failed step's retransmissions die out
+            else:
+                return good, limit
+        rate = good + step if step else round(rate * 1.25)
+
+
+def summary(values):
+    values = sorted(values)
+    return {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else None
+
+
+def memory_report(proxy):
+    rows = [memory_kib(pid) for pid in proxy.kamailio_pids()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "kamailio"]
+    return {"processes": len(rows),
+            "rss_kib_per_process": round(statistics.mean(r[0] for r in rows)),
+            "private_kib_per_process": round(statistics.mean(r[1] for r in rows))}
+
+
+def measure_users(bench, workdir, users, rates, with_ladder):
+    proxies = [NativeProxy(workdir, users), NativeProxy(workdir, users, with_db_redis=True),
+               UniqueAccountProxy(workdir, users)]
+    out = {}
+    try:
+        for proxy in proxies:
+            proxy.start()
+            bench.register_call_pool(proxy)
+        if with_ladder:
+            for workload in ("calls", "register"):
+                for proxy in proxies:
+                    highest, limit = ladder(bench, proxy, workload, rates[f"ladder_{workload}"])
+                    out.setdefault(proxy.name, {}).update({f"max_{workload}_rate": highest,
+                                                           f"max_{workload}_limit": limit})
+            rates.update(common_rates(out))
+        points = {p.name: {"calls": [], "register": []} for p in proxies}
+        for rep in range(REPEATS):
+            log(f"{users.count} users, repetition {rep + 1}/{REPEATS}")
+            for proxy in proxies:
+                for workload in ("calls", "register"):
+                    points[proxy.name][workload].append(
+                        bench.measure(proxy, workload, rates[workload]))
+        for proxy in proxies:
+            result = out.setdefault(proxy.name, {})
+            for workload, runs in points[proxy.name].items():
+                result[workload] = {
+                    "rate": rates[workload],
+                    "failed": sum(r["failed"] for r in runs),
+                    "cpu_ms_per_op": summary([r["cpu_ms_per_op"] for r in runs]),
+                    "redis_cpu_ms_per_op": summary([r["redis_cpu_ms_per_op"] for r in runs])}
+                if workload == "calls":
+                    result[workload]["probe_calls_lost"] = sum(r["probe_failed"] for r in runs)
+                    result[workload]["invite_180_ms"] = {
+                        "p50": summary([percentile(r["latencies_ms"], 0.5) for r in runs]),
+                        "p99": summary([percentile(r["latencies_ms"], 0.99) for r in runs])}
+            result["kamailio_memory"] = memory_report(proxy)
+            if proxy.redis:
+                # the call pool's registrations, measured before any call
+                result["redis_bytes_per_registration"] = round(
+                    proxy.memory_registered_delta / len(users.call_pool))
+            if isinstance(proxy, UniqueAccountProxy):
+                result["redis_bytes_per_provisioned_user"] = round(
+                    (proxy.memory_provisioned - proxy.memory_empty) / users.count)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    return out
+
+
+def common_rates(maxima):
+    """The rates of the primary figures: about half of N's highest, and no more than
+    80% of what the slowest proxy sustains."""
+    rates = {}
+    for workload in ("calls", "register"):
+        highest = [m[f"max_{workload}_rate"] for m in maxima.values()]
+        rates[workload] = max(10, round(min(maxima["N"][f"max_{workload}_rate"] * 0.5,
+                                            min(highest) * 0.8) / 10) * 10)
+    return rates
+
+
+def media_row(bench, workdir, rates):
+    """U with rtpengine against U passthrough: CPU per call, rtpengine included."""
+    users = Users(100)
+    out = {}
+    for media in ("passthrough", "rtpengine"):
+        proxy = UniqueAccountProxy(workdir, users, media=media)
+        try:
+            proxy.start()
+            bench.register_call_pool(proxy)
+            runs = [bench.measure(proxy, "calls", rates["calls"]) for _ in range(REPEATS)]
+            out[proxy.name] = {"failed": sum(r["failed"] for r in runs),
+                               "cpu_ms_per_op": summary([r["cpu_ms_per_op"] for r in runs])}
+        finally:
+            proxy.stop()
+    return out
+
+
+def ratios(results):
+    """The figures the targets of issue 7 are about, from the medians."""
+    small, large = (results["users"][str(c)] for c in USER_COUNTS)
+    med = lambda r, w: r[w]["cpu_ms_per_op"]["median"]     # noqa: E731
+    out = {}
+    for base in ("N", "R"):
+        out[f"U/{base} cpu per call"] = med(small["U"], "calls") / med(small[base], "calls")
+        out[f"U/{base} cpu per REGISTER"] = (med(small["U"], "register")
+                                            / med(small[base], "register"))
+        out[f"U/{base} cpu per call, 100k users"] = (med(large["U"], "calls")
+                                                    / med(large[base], "calls"))
+        for w in ("calls", "register"):
+            if small[base].get(f"max_{w}_rate"):
+                out[f"U/{base} highest {w} rate"] = (small["U"][f"max_{w}_rate"]
+                                                    / small[base][f"max_{w}_rate"])
+        p99 = lambda r: r["calls"]["invite_180_ms"]["p99"]["median"]    # noqa: E731
+        out[f"U-{base} p99 INVITE->180 ms"] = p99(small["U"]) - p99(small[base])
+    out["U 100k/100 users cpu per call"] = med(large["U"], "calls") / med(small["U"], "calls")
+    out["U redis bytes per registered ua user"] = (
+        large["U"]["redis_bytes_per_provisioned_user"]
+        + large["U"]["redis_bytes_per_registration"])
+    media = results["media"]
+    out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
+                                         / media["U"]["cpu_ms_per_op"]["median"])
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def highest(result, workload):
+    if f"max_{workload}_rate" not in result:
+        return "-"
+    limit = "" if result[f"max_{workload}_limit"] == "proxy" else " (SIPp-bound)"
+    return f"{result[f'max_{workload}_rate']}{limit}"
+
+
+def table(results):
+    lines = [f"make bench {results['date']} on {results['machine']}"
+             f" ({'quick' if results['quick'] else 'full'}: {results['repeats']} repetitions of "
+             f"{results['point_seconds']} s, {results['children']} children, calls at "
+             f"{results['rates']['calls']}/s, REGISTER at {results['rates']['register']}/s)",
+             "",
+             "| users | proxy | CPU ms/call | CPU ms/REGISTER | INVITE->180 p50 / p99 ms "
+             "| highest calls/s | highest REGISTER/s | Kamailio private KiB/process |",
+             "|---|---|---|---|---|---|---|---|"]
+    fmt = lambda s: f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"    # noqa: E731
+    for count, per_proxy in results["users"].items():
+        for name, r in per_proxy.items():
+            lat = r["calls"]["invite_180_ms"]
+            lines.append(
+                f"| {int(count):,} | {name} | {fmt(r['calls']['cpu_ms_per_op'])} "
+                f"| {fmt(r['register']['cpu_ms_per_op'])} "
+                f"| {lat['p50']['median']:.2f} / {lat['p99']['median']:.2f} "
+                f"| {highest(r, 'calls')} | {highest(r, 'register')} "
+                f"| {r['kamailio_memory']['private_kib_per_process']:,} |")
+    for name, r in results["media"].items():
+        lines.append(f"| 100 | {name} (calls only) | {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    lines += ["", "| ratio (medians) | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in results["ratios"].items()]
+    return "\n".join(lines)
+
+
+def main():
+    # stopped by a signal, the finally clauses still stop every process started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    pin([os.getpid()], LOAD_CPUS)      # the latency probe runs here, beside SIPp
+    workdir = Path(tempfile.mkdtemp(prefix="ua-bench-"))
+    rates = {"calls": int(os.environ.get("BENCH_CALL_RATE", "300")),
+             "register": int(os.environ.get("BENCH_REGISTER_RATE", "300")),
+             "ladder_calls": 200, "ladder_register": 200}
+    started = time.monotonic()
+    bench = Bench(workdir)
+    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
+               "quick": QUICK, "repeats": REPEATS, "point_seconds": POINT_SECONDS,
+               "children": CHILDREN, "users": {}}
+    try:
+        bench.start_deskphones()
+        for count in USER_COUNTS:
+            results["users"][str(count)] = measure_users(
+                bench, workdir / str(count), Users(count), rates,
+                with_ladder=not QUICK and count == USER_COUNTS[0])
+        results["rates"] = {k: rates[k] for k in ("calls", "register")}
+        results["media"] = media_row(bench, workdir / "media", rates)
+    finally:
+        bench.stop()
+    results["ratios"] = ratios(results)
+    results["seconds"] = round(time.monotonic() - started)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    log(f"results in {RESULTS} ({results['seconds']} s); SIPp logs under {workdir}")
+    shutil.rmtree(workdir / "100000", ignore_errors=True)   # the 100k users' files
+
+
+if __name__ == "__main__":
+    main()

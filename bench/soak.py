@@ -1,0 +1,133 @@
+"""`make soak` (issue 9): the proxy under a steady load for a long time, to show it neither
+fails calls nor grows. It reuses `make bench`'s pieces (bench/run.py): the proxy started
+as `make run` starts it with its embedded Redis, the users, SIPp playing the MDS and every
+deskphone.
+
+For SOAK_SECONDS (default 600): the MDS calls the call pool at SOAK_CALL_RATE per second
+(default half of U's highest call rate in bench/results.json, else 100), the register
+pool re-registers at a fifth of that, and every SOAK_SWITCH_SECONDS (3) a user of the
+call pool switches device through the API (webrtc, with its fallback to the deskphone,
+and back). Reported, and written to bench/soak.json: failed calls and REGISTERs (goal 0),
+failed device switches, RSS and private memory of every Kamailio process after a warm-up (a tenth
+of the time, at most 30 s) and at the end (goal: flat), Redis memory at the same times,
+and Python exceptions in the Kamailio log (goal 0).
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import (MDS_IP, REGISTRAR_IP, RESULTS, Bench, UniqueAccountProxy, Users,  # noqa: E402
+                       free_port, injection_file, log, memory_kib, read_result, sipp_command,
+                       start_sipp, stop_process)
+
+SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
+SWITCH_SECONDS = float(os.environ.get("SOAK_SWITCH_SECONDS", "3"))
+USERS = Users(int(os.environ.get("SOAK_USERS", "1000")))
+OUT = Path(__file__).resolve().parent / "soak.json"
+TRACEBACK = b"ua: Traceback"       # what kemi/entry.py logs for any escaped exception
+
+
+def default_call_rate():
+    try:
+        highest = json.loads(RESULTS.read_text())["users"]["100"]["U"]["max_calls_rate"]
+        return max(1, highest // 2)
+    except (OSError, KeyError, ValueError, TypeError):
+        return 100
+
+
+def kamailio_memory(proxy):
+    """{pid: (RSS KiB, private KiB)} of every Kamailio process of the proxy."""
+    return {pid: memory_kib(pid) for pid in proxy.kamailio_pids()
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "kamailio"}
+
+
+def switch_device(api, number, device):
+    req = urllib.request.Request(f"{api}/users/{number}/device", method="PUT",
+                                 data=json.dumps({"device": device}).encode(),
+                                 headers={"Authorization": "Bearer bench",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def main():
+    rate = int(os.environ.get("SOAK_CALL_RATE", "0")) or default_call_rate()
+    register_rate = max(1, rate // 5)
+    workdir = Path(tempfile.mkdtemp(prefix="ua-soak-"))
+    bench = Bench(workdir)
+    proxy = UniqueAccountProxy(workdir, USERS)
+    report = {"seconds": SECONDS, "call_rate": rate, "register_rate": register_rate,
+              "users": USERS.count}
+    try:
+        bench.start_deskphones()
+        proxy.start()
+        bench.register_call_pool(proxy)
+        api = proxy.api_url
+        log(f"soak: {SECONDS} s, calls at {rate}/s, REGISTER at {register_rate}/s, "
+            f"a device switch every {SWITCH_SECONDS} s; logs under {workdir}")
+        loads = {
+            "calls": ("mds_call_load", MDS_IP, USERS.call_pool, rate, {}),
+            "registers": ("register_load", REGISTRAR_IP, USERS.register_pool, register_rate,
+                          {"contact_host": f"{REGISTRAR_IP}:5060"})}
+        procs = {}
+        for name, (scenario, ip, numbers, r, keys) in loads.items():
+            inf = injection_file(workdir / f"soak-{name}.csv", numbers)
+            procs[name] = start_sipp(sipp_command(scenario, ip, free_port(ip), proxy.addr, inf,
+                                                  r, r * SECONDS, keys), workdir / name)
+        switches = failed_switches = 0
+        started = time.monotonic()
+        deadline, warm_at = started + SECONDS, started + min(30, SECONDS / 10)
+        memory_start = None
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs.values()):
+            if memory_start is None and time.monotonic() >= warm_at:
+                # after a warm-up: the workers' first calls load code and touch memory
+                memory_start, redis_start = kamailio_memory(proxy), proxy.redis_memory()
+            number = USERS.call_pool[switches % len(USERS.call_pool)]
+            device = "deskphone" if switches % 2 else "webrtc"
+            failed_switches += not switch_device(api, number, device)
+            switches += 1
+            time.sleep(SWITCH_SECONDS)
+        for proc in procs.values():
+            proc.wait(60)
+        memory_end, redis_end = kamailio_memory(proxy), proxy.redis_memory()
+        results = {name: read_result(workdir / name) for name in procs}
+    finally:
+        proxy.stop()
+        bench.stop()
+    exceptions = (workdir / "U" / "proxy.log").read_bytes().count(TRACEBACK)
+    report.update({
+        "calls": {"successful": results["calls"].successful, "failed": results["calls"].failed},
+        "registers": {"successful": results["registers"].successful,
+                      "failed": results["registers"].failed},
+        "device_switches": {"done": switches, "failed": failed_switches},
+        "kamailio_kib": {str(pid): {"start": {"rss": memory_start[pid][0],
+                                              "private": memory_start[pid][1]},
+                                    "end": {"rss": memory_end[pid][0], "private": memory_end[pid][1]}}
+                         for pid in sorted(memory_start) if pid in memory_end},
+        "kamailio_private_total_kib": {"start": sum(v[1] for v in memory_start.values()),
+                                   "end": sum(v[1] for v in memory_end.values())},
+        "redis_used_memory": {"start": redis_start, "end": redis_end},
+        "python_exceptions": exceptions})
+    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "kamailio_kib"}, indent=1))
+    print("Kamailio processes (KiB): pid  RSS start -> end  private start -> end")
+    for pid, m in report["kamailio_kib"].items():
+        print(f"  {pid}  {m['start']['rss']} -> {m['end']['rss']}  "
+              f"{m['start']['private']} -> {m['end']['private']}")
+    log(f"figures in {OUT}; SIPp logs under {workdir}")
+    ok = (report["calls"]["failed"] == 0 and report["registers"]["failed"] == 0
+          and exceptions == 0 and failed_switches == 0)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

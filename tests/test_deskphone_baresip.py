@@ -21,9 +21,9 @@ import pytest
 from lib import registrar
 from tests.support.baresip import Baresip
 from tests.support.fixtures import MDS_IP
-from tests.support.proxy import Proxy
-from tests.support.rtpengineproc import RtpengineProcess
 from tests.support.sipua import WsPhone
+# the standalone calls use the same real rtpengine and media-adapting proxy as the media tests
+from tests.test_media import media_proxy, rtpengine  # noqa: F401
 from tests.test_unique_account import browser
 
 RTP_IP = "127.0.0.61"       # the browser-type client's media endpoint
@@ -99,21 +99,6 @@ def test_baresip_rings_when_deskphone_selected_and_not_when_webrtc_is(site, bare
 
 
 # --- Standalone: baresip and a browser-type client, media through rtpengine ----------------
-
-@pytest.fixture(scope="module")
-def rtpengine(tmp_path_factory):
-    process = RtpengineProcess(tmp_path_factory.mktemp("baresip-rtpengine")).start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def media_proxy(redis_server, rtpengine, tmp_path_factory):
-    p = Proxy(redis_server.url, tmp_path_factory.mktemp("baresip-proxy"), node_id="baresip-node",
-              env={"UA_MEDIA": "rtpengine", "UA_RTPENGINE_URL": rtpengine.url}).start()
-    yield p
-    p.stop()
-
 
 @pytest.fixture
 def standalone(media_proxy, redis_url):

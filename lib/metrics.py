@@ -4,9 +4,13 @@ atomic increment in C counts across every process; the glue calls `count`/`obser
 Gauges are read from Redis when /metrics is scraped, from small indexes that the
 registrar and the call state keep in the same writes:
 
-  ua:reg:<class>     zset "N|binding" scored by expiry: live registrations per class
+  ua:reg:<class>     zset "N|<12 hex digits of the binding field's SHA-1>" scored by expiry:
+                     live registrations per class (hashed: a field holds a whole contact URI,
+                     and this index has one entry per registration)
   ua:active:<class>  zset "N|Call-ID" scored by expiry: calls in progress per device
 """
+import hashlib
+
 from lib import store
 from lib.routing import DEVICE_CLASSES
 
@@ -27,6 +31,11 @@ ROUTING_HISTOGRAM = "ua_routing_duration_seconds"
 
 def registrations_key(klass):
     return f"{GAUGES['ua_registrations']}{klass}"
+
+
+def registration_member(number, field):
+    """The gauge index entry of a binding (the same in registrar's connection-close Lua)."""
+    return f"{number}|{hashlib.sha1(field.encode()).hexdigest()[:12]}"
 
 
 def active_calls_key(device):

@@ -125,9 +125,9 @@ def apply(number, result):
         commands.append(("HDEL", key, *result.removals))
         commands += unindex(number, result.removals)
     for fld, contact in result.upserts.items():
-        commands.append(("HSET", key, fld, store.pack(contact)))
+        commands.append(("HSET", key, fld, stored(contact)))
         commands.append(("ZADD", metrics.registrations_key(contact["class"]),
-                         contact["expires_at"], f"{number}|{fld}"))
+                         contact["expires_at"], metrics.registration_member(number, fld)))
         if contact["peer"] is not None:
             ckey = store.conn_key(contact["node"], contact["peer"])
             commands += [("SADD", ckey, f"{number}|{fld}"),
@@ -145,12 +145,24 @@ def apply(number, result):
     return bool(watched)
 
 
+# A binding is stored as a msgpack array in this order, not a map: without the names it
+# fits a smaller allocation (Redis memory per user, see README). Lua reads it by position
+# too (_DROP_CONNECTION). Records stored as maps by earlier versions are read as they are.
+CONTACT_FIELDS = ("uri", "params", "class", "expires_at", "source", "socket", "conid", "peer",
+                  "node", "node_addr", "call_id", "cseq", "instance")
+
+
+def stored(contact):
+    return store.pack([contact.get(name) for name in CONTACT_FIELDS])
+
+
 def decode(pairs):
     """{field: contact} from the raw (field, msgpack) pairs of a contacts hash; each contact
     also carries its own field."""
     contacts = {}
     for fld, raw in pairs:
-        contact = store.unpack(raw)
+        record = store.unpack(raw)
+        contact = record if isinstance(record, dict) else dict(zip(CONTACT_FIELDS, record))
         contact["field"] = fld.decode()
         contacts[contact["field"]] = contact
     return contacts
@@ -169,8 +181,8 @@ def contacts_of(number, now):
 
 def unindex(number, fields):
     """Bindings gone from the registration counts (a field starts with its class)."""
-    return [("ZREM", metrics.registrations_key(fld.split("|", 1)[0]), f"{number}|{fld}")
-            for fld in fields]
+    return [("ZREM", metrics.registrations_key(fld.split("|", 1)[0]),
+             metrics.registration_member(number, fld)) for fld in fields]
 
 
 def remove_bindings(number, fields):
@@ -198,10 +210,12 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local fld = string.sub(member, sep + 1)
   local raw = redis.call('HGET', ckey, fld)
   if raw then
-    local c = cmsgpack.unpack(raw)
-    if c['node'] == node and c['peer'] == peer then
+    local c = cmsgpack.unpack(raw)   -- registrar.CONTACT_FIELDS, or a map (older records)
+    local class, c_peer, c_node = c[3] or c['class'], c[8] or c['peer'], c[9] or c['node']
+    if c_node == node and c_peer == peer then
       redis.call('HDEL', ckey, fld)
-      redis.call('ZREM', 'ua:reg:' .. c['class'], member)
+      redis.call('ZREM', 'ua:reg:' .. class,
+                 number .. '|' .. string.sub(redis.sha1hex(fld), 1, 12))
       table.insert(removed, number)
     end
   end

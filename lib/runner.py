@@ -42,6 +42,12 @@ def self_signed_certificate(var, domain):
     return str(cert), str(key)
 
 
+# A user's hashes hold msgpack values of a few hundred bytes (profile, contacts): above
+# Redis's default of 64 bytes a hash leaves its compact listpack encoding, which costs
+# about 150 bytes more per hash (see README, Redis key layout).
+REDIS_TUNING = ["--hash-max-listpack-value", "1024"]
+
+
 def start_redis(var):
     """Embedded Redis: append-only file on, data and unix socket under var/redis."""
     data = var / "redis"
@@ -50,7 +56,8 @@ def start_redis(var):
     proc = subprocess.Popen(
         ["redis-server", "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
          "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
-         "--save", "", "--daemonize", "no", "--logfile", str(data / "redis.log")])
+         "--save", "", "--daemonize", "no", "--logfile", str(data / "redis.log"),
+         *REDIS_TUNING])
     url = f"unix://{sock}"
     wait_for(lambda: redis_ping(url), 10, "embedded redis-server")
     return proc, url

@@ -5,9 +5,9 @@ replica before acknowledging, lib/store.replicated); calls fail only during the 
 import threading
 import time
 
-import msgpack
 import pytest
 
+from lib import registrar
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP, Site
 from tests.support.proxy import Proxy
 from tests.support.sentinel import MASTER_NAME, SentinelSet
@@ -80,9 +80,9 @@ class Changes(threading.Thread):
 
 
 def binding_cseq(master, number):
-    contacts = master.hgetall(f"ua:contacts:{{{number}}}")
+    contacts = registrar.decode(master.hgetall(f"ua:contacts:{{{number}}}").items())
     assert len(contacts) == 1, contacts
-    return msgpack.unpackb(next(iter(contacts.values())), raw=False)["cseq"]
+    return next(iter(contacts.values()))["cseq"]
 
 
 def call_failures(result):

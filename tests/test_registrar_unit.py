@@ -105,8 +105,26 @@ def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url,
     registrar.apply("1000", tab)
     assert r.ttl(store.contacts_key("1000")) > 600
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
+    assert r.zcard("ua:reg:webrtc") == r.zcard("ua:reg:deskphone") == 1
     assert registrar.drop_connection("n1", "127.0.0.20:40007") == ["1000"]
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": False, "deskphone": True}
+    # the close also took the browser's binding out of the registrations gauge
+    assert (r.zcard("ua:reg:webrtc"), r.zcard("ua:reg:deskphone")) == (0, 1)
+
+
+def test_binding_is_stored_compact_and_read_back_whole(redis_url, r):
+    now = time.time()
+    tab = process_register(request(['<sip:tab@x.invalid;transport=ws>;+sip.instance="<urn:uuid:1>"'],
+                                   "600", transport="ws", conid=7), "ua", {}, now, 5)
+    registrar.apply("1000", tab)
+    (fld, written), = tab.upserts.items()
+    raw = r.hget(store.contacts_key("1000"), fld)
+    assert isinstance(store.unpack(raw), list)          # positions, not names
+    assert registrar.contacts_of("1000", now) == {fld: {**written, "field": fld}}
+    # a binding stored as a map (before the compact form) is still read
+    r.hset(store.contacts_key("1000"), "deskphone|sip:old@h", store.pack(
+        {**written, "class": "deskphone", "uri": "sip:old@h"}))
+    assert registrar.contacts_of("1000", now)["deskphone|sip:old@h"]["uri"] == "sip:old@h"
 
 
 def test_close_of_an_old_connection_spares_a_binding_moved_to_a_new_one(redis_url, r):

@@ -734,7 +734,8 @@ class Sipp:
         if self.remote:
             cmd.append(self.remote)
         cmd += ["-t", transport, "-i", self.local_ip, "-p", str(self.sipp_port), "-bind_local",
-                "-cp", str(free_port(self.local_ip)),
+                # SIPp binds its control socket on every address: free on all of them
+                "-cp", str(free_port("0.0.0.0")),
                 "-nostdin", "-trace_msg", "-message_file", self.message_file,
                 "-trace_err", "-error_file", self.error_file,
                 "-default_behaviors", "all,-abortunexp,-bye",

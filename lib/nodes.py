@@ -10,6 +10,7 @@ the call.
     ua:nodes   hash  <node> -> <host:port> (its UA_NODE_ADDR), written at start-up
 """
 import base64
+import time
 
 import msgpack
 
@@ -25,10 +26,24 @@ def announce(node, addr):
     store.call(lambda r: r.hset(NODES_KEY, node, addr))
 
 
+# The cluster's addresses as this process last read them: a proxy found there is trusted
+# again for this long without a round trip (every relayed call asks); an address not found
+# is always looked up, so a proxy that has just started is trusted at once.
+PEER_CACHE_SECONDS = 10.0
+_peers = frozenset()
+_peers_until = 0.0
+
+
 def is_peer(ip):
     """Whether a request from `ip` comes from a proxy of the cluster (trusted like an MDS)."""
+    global _peers, _peers_until
+    now = time.monotonic()
+    if ip in _peers and now < _peers_until:
+        return True
     addrs = store.call(lambda r: r.hvals(NODES_KEY))
-    return any(a.decode().rpartition(":")[0].strip("[]") == ip for a in addrs)
+    _peers = frozenset(a.decode().rpartition(":")[0].strip("[]") for a in addrs)
+    _peers_until = now + PEER_CACHE_SECONDS
+    return ip in _peers
 
 
 def branch(contact, node, udp_socket, tcp_socket):

@@ -44,15 +44,6 @@ def follow(client):
         pass
 
 
-def moved(connection, client):
-    """Whether `connection`, made by `client`'s pool but not held in it, is open to a master
-    the sentinels no longer name (the pool closes only the connections it holds)."""
-    pool = client.connection_pool
-    return (isinstance(pool, redis.sentinel.SentinelConnectionPool)
-            and connection._sock is not None and pool.master_address is not None
-            and (connection.host, connection.port) != tuple(pool.master_address))
-
-
 def moved(conn, client):
     """Whether `conn`, made by `client`'s pool, is connected to a master the sentinels no
     longer name (as `follow` last learnt): the caller drops it, and its next command

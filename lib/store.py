@@ -27,6 +27,8 @@ Redis Cluster slot:
 import hashlib
 import os
 import select
+import socket
+import struct
 import time
 
 import hiredis
@@ -168,6 +170,7 @@ def replicated(r=None):
 # at most UA_REDIS_TIMEOUT_MS, and after a timeout the process answers 503 at once for
 # HOLD_OFF seconds before it tries again, so one request per process and HOLD_OFF pays it.
 HOLD_OFF = 1.0
+IDLE_CHECK_SECONDS = 0.5
 
 class _Link:
     def __init__(self, owner):
@@ -175,16 +178,30 @@ class _Link:
         self.conn = owner.connection_pool.make_connection()
         self.conn.socket_timeout = self.conn.socket_connect_timeout = _hot_timeout
         self.sock = self.reader = None
+        self.used = 0.0
 
     def ready(self):
         """The socket, opened if needed; an idle socket with something to read was closed
-        by Redis (a restart) or is out of step: it is replaced, not failed on."""
-        if self.sock is not None and (select.select([self.sock], [], [], 0)[0]
-                                      or sentinel.moved(self.conn, self.owner)):
+        by Redis (a restart) or is out of step: it is replaced, not failed on. A socket in
+        use a moment ago is not checked: a syscall per round trip costs more than a 503 for
+        the one request that meets a Redis restarted in between."""
+        now = time.monotonic()
+        if self.sock is not None and (
+                (now - self.used > IDLE_CHECK_SECONDS
+                 and select.select([self.sock], [], [], 0)[0])
+                or sentinel.moved(self.conn, self.owner)):
             self.close()
         if self.sock is None:
             self.conn.connect()
             self.sock, self.reader = self.conn._sock, hiredis.Reader()
+            # Blocking with the kernel's timeouts: Python's own socket timeout polls
+            # before every send and every receive (two more syscalls per round trip).
+            self.sock.settimeout(None)
+            seconds, fraction = divmod(_hot_timeout, 1)
+            timeval = struct.pack("ll", int(seconds), int(fraction * 1e6))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self.used = now
         return self.sock
 
     def read(self, count):
@@ -225,7 +242,8 @@ def run(*commands):
         replies = _link.read(len(commands))
     except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.ProtocolError) as exc:
         _link.close()
-        if isinstance(exc, (TimeoutError, redis.TimeoutError)):
+        # BlockingIOError: the kernel's receive or send timeout ran out
+        if isinstance(exc, (TimeoutError, redis.TimeoutError, BlockingIOError)):
             _held_off_until = time.monotonic() + HOLD_OFF
         raise StoreUnavailable(str(exc)) from exc
     for reply in replies:

@@ -9,33 +9,39 @@ from lib.registrar import decode, live
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
 # HA1 and MDS URI and this proxy's health record of that MDS (lib/mds_health), and the
 # callee (by number, else by DID) with selection, contacts, forwarding rules and MDS URI.
+# KEYS (what client-side caching tracks, lib/store.cached_script): the MDS address index,
+# the caller's record, the MDS records, the health records, the dialled number's record,
+# DID and contacts. A DID leads to keys not declared: that reply is not cached.
 _CALL_CONTEXT = """
-local src, caller, dialled, health = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local src, caller, dialled = ARGV[1], ARGV[2], ARGV[3]
 local res = {false, false, false, false, false, false, false, {}, false, false, false}
-res[1] = redis.call('HGET', 'ua:mds:addr', src)
+res[1] = redis.call('HGET', KEYS[1], src)
 if caller ~= '' then
-  local c = redis.call('HMGET', 'ua:user:{' .. caller .. '}', 'profile', 'ha1')
+  local c = redis.call('HMGET', KEYS[2], 'profile', 'ha1')
   res[2], res[3] = c[1], c[2]
   if c[1] then
     local mds = cmsgpack.unpack(c[1])['mds']
     if mds then
-      res[4] = redis.call('HGET', 'ua:mds', mds)
-      res[11] = redis.call('HGET', health, mds)
+      res[4] = redis.call('HGET', KEYS[3], mds)
+      res[11] = redis.call('HGET', KEYS[4], mds)
     end
   end
 end
-local number = dialled
-if dialled == '' or redis.call('EXISTS', 'ua:user:{' .. dialled .. '}') == 0 then
-  number = redis.call('GET', 'ua:did:' .. dialled)
+local number, user, contacts = dialled, KEYS[5], KEYS[7]
+if dialled == '' or redis.call('EXISTS', user) == 0 then
+  number = redis.call('GET', KEYS[6])
+  if number then
+    user, contacts = 'ua:user:{' .. number .. '}', 'ua:contacts:{' .. number .. '}'
+  end
 end
 if number then
   res[5] = number
-  local u = redis.call('HMGET', 'ua:user:{' .. number .. '}', 'profile', 'device', 'forwards')
+  local u = redis.call('HMGET', user, 'profile', 'device', 'forwards')
   res[6], res[7], res[9] = u[1], u[2], u[3]
-  res[8] = redis.call('HGETALL', 'ua:contacts:{' .. number .. '}')
+  res[8] = redis.call('HGETALL', contacts)
   if u[1] then
     local mds = cmsgpack.unpack(u[1])['mds']
-    if mds then res[10] = redis.call('HGET', 'ua:mds', mds) end
+    if mds then res[10] = redis.call('HGET', KEYS[3], mds) end
   end
 end
 return res
@@ -62,10 +68,14 @@ def _text(raw):
 
 def load_context(source_ip, caller_number, dialled, now, node):
     """node: this proxy's UA_NODE_ID, whose view of the caller's MDS health applies."""
+    dialled = dialled or ""
+    keys = (store.MDS_ADDR_KEY, store.user_key(caller_number or ""), store.MDS_KEY,
+            mds_health.key(node), store.user_key(dialled), store.did_key(dialled),
+            store.contacts_key(dialled))
     (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
-     callee_mds, caller_health) = store.evalsha(
-        _CALL_CONTEXT, args=(source_ip, caller_number or "", dialled or "",
-                             mds_health.key(node)))
+     callee_mds, caller_health) = store.cached_script(
+        _CALL_CONTEXT, keys, (source_ip, caller_number or "", dialled),
+        cacheable=lambda reply: reply[4] in (None, dialled.encode()))
     contacts = decode(zip(flat[::2], flat[1::2]))
     caller_mds_record = store.unpack(caller_mds)
     return CallContext(

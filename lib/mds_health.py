@@ -25,6 +25,7 @@ from lib.provisioning import parse_sip_uri
 
 PROBE_TIMEOUT = 2.0      # contract: a probe unanswered within 2 s is missed
 GAUGE = "ua_mds_up"      # declared in kamailio.cfg (xhttp_prom), label `mds`
+RESAVE_SECONDS = 60
 
 
 def key(node):
@@ -71,12 +72,17 @@ def load(r, node):
     return {k.decode(): store.unpack(v) for k, v in r.hgetall(key(node)).items()}
 
 
+def records(states):
+    """What is stored of the health: MDS never judged are left out (null)."""
+    return {name: store.pack({"uri": h.uri, "up": h.up, "since": h.since})
+            for name, h in states.items() if h.up is not None}
+
+
 def save(r, node, states):
-    """Replace this proxy's health records; MDS never judged are left out (null)."""
+    """Replace this proxy's health records."""
+    known = records(states)
     pipe = r.pipeline(transaction=True)
     pipe.delete(key(node))
-    known = {name: store.pack({"uri": h.uri, "up": h.up, "since": h.since})
-             for name, h in states.items() if h.up is not None}
     if known:
         pipe.hset(key(node), mapping=known)
     pipe.execute()
@@ -177,6 +183,7 @@ class Prober:
         self.cfg = cfg
         self.states = {}
         self.next_round = 0.0
+        self.saved, self.saved_at = None, 0.0
 
     def tick(self, now):
         """Run a round when one is due: {name: up} of the MDS whose health is known, for
@@ -191,5 +198,10 @@ class Prober:
         self.states = {name: update(self.states.get(name), mds[name], ok, now,
                                     self.cfg.mds_probe_threshold)
                        for name, ok in answered.items()}
-        store.call(lambda r: save(r, self.cfg.node_id, self.states))
+        # Written when it changed (every call context that read it is invalidated then,
+        # lib/store.cached_script), and once a minute in case a failover lost it.
+        known = records(self.states)
+        if known != self.saved or now - self.saved_at >= RESAVE_SECONDS:
+            store.call(lambda r: save(r, self.cfg.node_id, self.states))
+            self.saved, self.saved_at = known, now
         return {name: h.up for name, h in self.states.items() if h.up is not None}

@@ -26,7 +26,6 @@ Redis Cluster slot:
 """
 import hashlib
 import os
-import select
 import socket
 import struct
 import time
@@ -170,26 +169,19 @@ def replicated(r=None):
 # at most UA_REDIS_TIMEOUT_MS, and after a timeout the process answers 503 at once for
 # HOLD_OFF seconds before it tries again, so one request per process and HOLD_OFF pays it.
 HOLD_OFF = 1.0
-IDLE_CHECK_SECONDS = 0.5
 
 class _Link:
-    def __init__(self, owner):
+    def __init__(self, owner, on_push=None):
         self.owner = owner          # the client (one per process) whose pool made it
         self.conn = owner.connection_pool.make_connection()
         self.conn.socket_timeout = self.conn.socket_connect_timeout = _hot_timeout
         self.sock = self.reader = None
-        self.used = 0.0
+        # the tracking link: RESP3, Redis pushes invalidations on it (None: flush all)
+        self.on_push = on_push
 
     def ready(self):
-        """The socket, opened if needed; an idle socket with something to read was closed
-        by Redis (a restart) or is out of step: it is replaced, not failed on. A socket in
-        use a moment ago is not checked: a syscall per round trip costs more than a 503 for
-        the one request that meets a Redis restarted in between."""
-        now = time.monotonic()
-        if self.sock is not None and (
-                (now - self.used > IDLE_CHECK_SECONDS
-                 and select.select([self.sock], [], [], 0)[0])
-                or sentinel.moved(self.conn, self.owner)):
+        """The socket, opened if needed (see _exchange for one Redis closed meanwhile)."""
+        if self.sock is not None and sentinel.moved(self.conn, self.owner):
             self.close()
         if self.sock is None:
             self.conn.connect()
@@ -201,7 +193,13 @@ class _Link:
             timeval = struct.pack("ll", int(seconds), int(fraction * 1e6))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-        self.used = now
+            if self.on_push:
+                self.on_push(None)      # what the last connection cached is unknown now
+                self.sock.sendall(hiredis.pack_command(("HELLO", "3"))
+                                  + hiredis.pack_command(("CLIENT", "TRACKING", "ON", "OPTIN")))
+                for reply in self.read(2):
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise redis.ConnectionError(f"client tracking refused: {reply}")
         return self.sock
 
     def read(self, count):
@@ -213,13 +211,37 @@ class _Link:
                 if not data:
                     raise redis.ConnectionError("connection closed by Redis")
                 self.reader.feed(data)
+            elif isinstance(reply, hiredis.PushNotification):
+                self.on_push(reply)
             else:
                 replies.append(reply)
         return replies
 
+    def drain(self):
+        """Read the invalidations that arrived since the last use, without waiting. A
+        connection Redis closed meanwhile is replaced."""
+        while True:
+            try:
+                data = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self.close()
+                self.ready()
+                return
+            self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if not isinstance(reply, hiredis.PushNotification):
+                raise hiredis.ProtocolError("a reply to no command")
+            self.on_push(reply)
+
     def close(self):
         self.conn.disconnect()
         self.sock = self.reader = None
+        if self.on_push:
+            self.on_push(None)
 
 
 _link = None
@@ -227,32 +249,58 @@ _shas = {}
 _held_off_until = 0.0
 
 
+# what a connection Redis closed gives when used (redis.ConnectionError: end of stream)
+CLOSED = (redis.ConnectionError, BrokenPipeError, ConnectionResetError,
+          ConnectionAbortedError)
+
+
+def _exchange(link, commands):
+    """Commands (tuples) in one round trip on `link`; their raw replies (see run). A
+    connection Redis closed while it was idle (a restart) is not checked before every
+    round trip (a syscall each): the commands go once more on a new connection when the
+    old one turns out closed."""
+    global _held_off_until
+    if _held_off_until and time.monotonic() < _held_off_until:
+        raise StoreUnavailable("no answer from Redis a moment ago")
+    while True:
+        reused = link.sock is not None
+        try:
+            sock = link.ready()
+            if link.on_push:
+                link.drain()
+                sock = link.sock
+            if not commands:
+                return []
+            sock.sendall(b"".join(hiredis.pack_command(c) for c in commands))
+            replies = link.read(len(commands))
+            break
+        except (redis.ConnectionError, redis.TimeoutError, OSError,
+                hiredis.ProtocolError) as exc:
+            link.close()
+            if reused and isinstance(exc, CLOSED):
+                continue
+            # BlockingIOError: the kernel's receive or send timeout ran out
+            if isinstance(exc, (TimeoutError, redis.TimeoutError, BlockingIOError)):
+                _held_off_until = time.monotonic() + HOLD_OFF
+            raise StoreUnavailable(str(exc)) from exc
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            if str(reply).startswith("READONLY"):   # a master demoted by a failover
+                link.close()
+                raise StoreUnavailable(str(reply))
+            raise redis.ResponseError(str(reply))
+    return replies
+
+
 def run(*commands):
     """Commands (tuples) in one round trip; their raw replies. An error reply raises
     redis.ResponseError once every reply has been read (the connection stays in step); a
     connection problem raises StoreUnavailable."""
-    global _link, _held_off_until
-    if _held_off_until and time.monotonic() < _held_off_until:
-        raise StoreUnavailable("no answer from Redis a moment ago")
+    global _link
     owner = client()
     if _link is None or _link.owner is not owner:
         _link = _Link(owner)
-    try:
-        _link.ready().sendall(b"".join(hiredis.pack_command(c) for c in commands))
-        replies = _link.read(len(commands))
-    except (redis.ConnectionError, redis.TimeoutError, OSError, hiredis.ProtocolError) as exc:
-        _link.close()
-        # BlockingIOError: the kernel's receive or send timeout ran out
-        if isinstance(exc, (TimeoutError, redis.TimeoutError, BlockingIOError)):
-            _held_off_until = time.monotonic() + HOLD_OFF
-        raise StoreUnavailable(str(exc)) from exc
-    for reply in replies:
-        if isinstance(reply, hiredis.ReplyError):
-            if str(reply).startswith("READONLY"):   # a master demoted by a failover
-                _link.close()
-                raise StoreUnavailable(str(reply))
-            raise redis.ResponseError(str(reply))
-    return replies
+    return _exchange(_link, commands)
 
 
 def pairs(reply):
@@ -260,15 +308,95 @@ def pairs(reply):
     return reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2])
 
 
-def evalsha(lua, keys=(), args=()):
-    """A Lua script by its SHA; sent whole (EVAL, which caches it) when Redis doesn't know
-    it yet, e.g. after a restart or a failover."""
+def _sha(lua):
     sha = _shas.get(lua)
     if sha is None:
         sha = _shas[lua] = hashlib.sha1(lua.encode()).hexdigest()
+    return sha
+
+
+def evalsha(lua, keys=(), args=(), exchange=run, before=()):
+    """A Lua script by its SHA; sent whole (EVAL, which caches it) when Redis doesn't know
+    it yet, e.g. after a restart or a failover. `before`: commands sent ahead of it in the
+    same round trip (their replies are not returned)."""
+    script = (len(keys), *keys, *args)
     try:
-        return run(("EVALSHA", sha, len(keys), *keys, *args))[0]
+        return exchange(*before, ("EVALSHA", _sha(lua), *script))[-1]
     except redis.ResponseError as exc:
         if not str(exc).startswith("NOSCRIPT"):
             raise
-        return run(("EVAL", lua, len(keys), *keys, *args))[0]
+        return exchange(*before, ("EVAL", lua, *script))[-1]
+
+
+# --- client-side caching of what rarely changes --------------------------------------------
+# The routing context of a call (profiles, selection, bindings, forwarding rules, MDS
+# records) changes far less often than calls come. A process keeps the replies of a
+# read-only script and Redis tells it, on a RESP3 connection of its own with CLIENT
+# TRACKING (OPTIN: only those reads are tracked), when a key one of them read changed.
+# The invalidation is in this process's socket before the writer's own reply left Redis,
+# and is read (without waiting) before every use: a device switch or a logout applies to
+# the next call. A lost connection forgets everything cached.
+CACHE_ENTRIES = 4096
+
+
+class _Cache:
+    def __init__(self):
+        self.replies = {}       # (lua, keys, args) -> reply
+        self.by_key = {}        # key (bytes) -> the entries that read it
+
+    def put(self, entry, reply, keys):
+        if len(self.replies) >= CACHE_ENTRIES:
+            self.drop(next(iter(self.replies)))     # the oldest
+        self.replies[entry] = reply
+        for key in keys:
+            self.by_key.setdefault(key.encode(), set()).add(entry)
+
+    def drop(self, entry):
+        del self.replies[entry]
+        for key in entry[1]:
+            entries = self.by_key.get(key.encode())
+            if entries:
+                entries.discard(entry)
+                if not entries:
+                    del self.by_key[key.encode()]
+
+    def invalidated(self, push):
+        """A push from Redis: ["invalidate", [keys]] or ["invalidate", None] (flush), or
+        None (the connection is new or gone)."""
+        if push is not None and push[0] != b"invalidate":
+            return
+        if push is None or push[1] is None:
+            self.replies.clear()
+            self.by_key.clear()
+            return
+        for key in push[1]:
+            for entry in self.by_key.pop(key, ()):
+                self.replies.pop(entry, None)
+
+
+_cache = _Cache()
+_tracked = None
+
+
+def _tracked_exchange(*commands):
+    global _tracked
+    owner = client()
+    if _tracked is None or _tracked.owner is not owner:
+        _cache.invalidated(None)
+        _tracked = _Link(owner, on_push=_cache.invalidated)
+    return _exchange(_tracked, commands)
+
+
+def cached_script(lua, keys, args, cacheable=lambda reply: True):
+    """The reply of a read-only script that reads only its `keys` (the keys Redis tracks
+    for it), from this process's cache while none of them changed. `cacheable(reply)`:
+    False for a reply that also depends on keys not declared (it is not kept)."""
+    entry = (lua, tuple(keys), tuple(args))
+    _tracked_exchange()                 # the invalidations waiting, read first
+    reply = _cache.replies.get(entry)
+    if reply is None:
+        reply = evalsha(lua, keys, args, exchange=_tracked_exchange,
+                        before=[("CLIENT", "CACHING", "YES")])
+        if cacheable(reply):
+            _cache.put(entry, reply, keys)
+    return reply

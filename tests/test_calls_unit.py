@@ -67,12 +67,70 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
     assert reachable == [contacts["b"], contacts["c"], contacts["d"]]
 
 
+def trips(monkeypatch):
+    """The round trips of the call context (lib/store's tracking link), by command names."""
+    seen = []
+    exchange = store._tracked_exchange
+    monkeypatch.setattr(store, "_tracked_exchange", lambda *commands: (
+        commands and seen.append([c[0] for c in commands])) or exchange(*commands))
+    return seen
+
+
 def test_routing_decision_reads_redis_in_one_round_trip(prov, monkeypatch):
     register("1000", "udp")
-    calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)   # Redis has the script now
-    round_trips = []            # store.run sends its commands in one round trip
-    run = store.run
-    monkeypatch.setattr(store, "run", lambda *commands: round_trips.append(
-        [c[0] for c in commands]) or run(*commands))
+    calls.load_context("127.0.0.10", "", "+33123456789", time.time(), NODE)  # script loaded
+    round_trips = trips(monkeypatch)
     ctx = calls.load_context("127.0.0.10", "", "+33123456789", time.time(), NODE)
-    assert round_trips == [["EVALSHA"]] and ctx.callee["number"] == "1000"
+    assert round_trips == [["CLIENT", "EVALSHA"]] and ctx.callee["number"] == "1000"
+
+
+def test_context_is_cached_until_redis_says_what_it_read_changed(prov, r, monkeypatch):
+    register("1000", "udp")
+    load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
+    assert load().callee_selected is None
+    round_trips = trips(monkeypatch)
+    assert load().callee_selected is None and round_trips == []     # from the cache
+    prov.set_device("1000", "webrtc")           # another connection writes: invalidated
+    assert load().callee_selected == "webrtc" and len(round_trips) == 1
+    register("1000", "ws", peer="127.0.0.1:4000", conid=3, uri="sip:tab@t.invalid")
+    assert {c["class"] for c in load().callee_contacts.values()} == {"deskphone", "webrtc"}
+    r.hdel(store.contacts_key("1000"), *r.hkeys(store.contacts_key("1000")))   # logout
+    assert load().callee_contacts == {} and len(round_trips) == 3
+    prov.put_mds("mds1", {"uri": "sip:127.0.0.10:5080", "addresses": ["127.0.0.10"]})
+    assert load().callee_mds_uri == "sip:127.0.0.10:5080"
+    assert len(round_trips) == 4
+
+
+def test_a_did_or_an_unknown_number_is_looked_up_again_once_it_changes(prov, monkeypatch):
+    load = lambda n: calls.load_context("127.0.0.10", "", n, time.time(), NODE)  # noqa
+    assert load("4242").callee is None
+    round_trips = trips(monkeypatch)
+    assert load("4242").callee is None and round_trips == []       # "not found" is cached
+    prov.put_user("4242", {"name": "Dave", "password": "s", "line_type": "ua"})
+    assert load("4242").callee["number"] == "4242"
+    load("+33123456789")
+    assert load("+33123456789").callee["number"] == "1000"          # a DID: never cached
+    assert len(round_trips) == 3
+
+
+def test_cache_forgets_everything_when_its_connection_is_lost(prov, redis_server, monkeypatch):
+    load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
+    load()
+    round_trips = trips(monkeypatch)
+    redis_server.stop()
+    with pytest.raises(store.StoreUnavailable):
+        load()                                   # nothing answered from a stale cache
+    redis_server.start()
+    store._held_off_until = 0.0
+    prov.set_device("1000", "deskphone")         # written while nobody tracked it
+    assert load().callee_selected == "deskphone" and round_trips[-1][0] == "CLIENT"
+
+
+def test_cache_holds_a_bounded_number_of_contexts(prov, monkeypatch):
+    monkeypatch.setattr(store, "CACHE_ENTRIES", 3)
+    for n in ("1000", "2000", "4242", "5000"):
+        calls.load_context("127.0.0.10", "", n, time.time(), NODE)
+    cached = [entry[2][2] for entry in store._cache.replies]
+    assert cached == ["2000", "4242", "5000"]                        # the oldest left
+    assert all(entry in store._cache.replies
+               for entries in store._cache.by_key.values() for entry in entries)

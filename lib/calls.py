@@ -1,5 +1,6 @@
 """Initial requests (INVITE and other out-of-dialog requests): everything a routing
 decision needs is read in one Redis round trip, then decided by a pure function."""
+import dataclasses
 from dataclasses import dataclass, field
 
 from lib import forwarding, mds_health, routing, store
@@ -72,16 +73,21 @@ def load_context(source_ip, caller_number, dialled, now, node):
     keys = (store.MDS_ADDR_KEY, store.user_key(caller_number or ""), store.MDS_KEY,
             mds_health.key(node), store.user_key(dialled), store.did_key(dialled),
             store.contacts_key(dialled))
+    ctx = store.cached_script(_CALL_CONTEXT, keys, (source_ip, caller_number or "", dialled),
+                              decode=_context,
+                              cacheable=lambda reply: reply[4] in (None, dialled.encode()))
+    return dataclasses.replace(ctx, callee_contacts=live(ctx.callee_contacts, now))
+
+
+def _context(reply):
+    """The context as read, every binding included (expired ones go at each use)."""
     (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
-     callee_mds, caller_health) = store.cached_script(
-        _CALL_CONTEXT, keys, (source_ip, caller_number or "", dialled),
-        cacheable=lambda reply: reply[4] in (None, dialled.encode()))
-    contacts = decode(zip(flat[::2], flat[1::2]))
+     callee_mds, caller_health) = reply
     caller_mds_record = store.unpack(caller_mds)
     return CallContext(
         source_mds=_text(mds), caller=store.unpack(caller), caller_ha1=_text(ha1),
         caller_mds_uri=_mds_uri(caller_mds), callee=store.unpack(callee),
-        callee_selected=_text(selected), callee_contacts=live(contacts, now),
+        callee_selected=_text(selected), callee_contacts=decode(zip(flat[::2], flat[1::2])),
         callee_forwards=normalize_forwards(store.unpack(forwards)),
         callee_mds_uri=_mds_uri(callee_mds),
         caller_mds_up=mds_health.status(caller_mds_record, store.unpack(caller_health))[0]

@@ -330,7 +330,7 @@ def evalsha(lua, keys=(), args=(), exchange=run, before=()):
 
 # --- client-side caching of what rarely changes --------------------------------------------
 # The routing context of a call (profiles, selection, bindings, forwarding rules, MDS
-# records) changes far less often than calls come. A process keeps the replies of a
+# records) changes far less often than calls come. A process keeps the decoded replies of a
 # read-only script and Redis tells it, on a RESP3 connection of its own with CLIENT
 # TRACKING (OPTIN: only those reads are tracked), when a key one of them read changed.
 # The invalidation is in this process's socket before the writer's own reply left Redis,
@@ -341,18 +341,19 @@ CACHE_ENTRIES = 4096
 
 class _Cache:
     def __init__(self):
-        self.replies = {}       # (lua, keys, args) -> reply
+        self.values = {}        # (lua, keys, args) -> decoded reply
         self.by_key = {}        # key (bytes) -> the entries that read it
 
-    def put(self, entry, reply, keys):
-        if len(self.replies) >= CACHE_ENTRIES:
-            self.drop(next(iter(self.replies)))     # the oldest
-        self.replies[entry] = reply
+    def put(self, entry, value, keys):
+        if len(self.values) >= CACHE_ENTRIES:
+            self.drop(next(iter(self.values)))     # the oldest
+        self.values[entry] = value
         for key in keys:
             self.by_key.setdefault(key.encode(), set()).add(entry)
 
     def drop(self, entry):
-        del self.replies[entry]
+        """Forget an entry, and it in the index of every key it read."""
+        del self.values[entry]
         for key in entry[1]:
             entries = self.by_key.get(key.encode())
             if entries:
@@ -366,16 +367,17 @@ class _Cache:
         if push is not None and push[0] != b"invalidate":
             return
         if push is None or push[1] is None:
-            self.replies.clear()
+            self.values.clear()
             self.by_key.clear()
             return
         for key in push[1]:
             for entry in self.by_key.pop(key, ()):
-                self.replies.pop(entry, None)
+                self.drop(entry)
 
 
 _cache = _Cache()
 _tracked = None
+_MISSING = object()
 
 
 def _tracked_exchange(*commands):
@@ -387,16 +389,18 @@ def _tracked_exchange(*commands):
     return _exchange(_tracked, commands)
 
 
-def cached_script(lua, keys, args, cacheable=lambda reply: True):
-    """The reply of a read-only script that reads only its `keys` (the keys Redis tracks
-    for it), from this process's cache while none of them changed. `cacheable(reply)`:
-    False for a reply that also depends on keys not declared (it is not kept)."""
+def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
+    """decode(reply) of a read-only script that reads only its `keys` (the keys Redis tracks
+    for it), from this process's cache while none of them changed: what decode returns is
+    shared by every later call and never modified. `cacheable(reply)`: False for a reply
+    that also depends on keys not declared (it is not kept)."""
     entry = (lua, tuple(keys), tuple(args))
     _tracked_exchange()                 # the invalidations waiting, read first
-    reply = _cache.replies.get(entry)
-    if reply is None:
+    value = _cache.values.get(entry, _MISSING)
+    if value is _MISSING:
         reply = evalsha(lua, keys, args, exchange=_tracked_exchange,
                         before=[("CLIENT", "CACHING", "YES")])
+        value = decode(reply)
         if cacheable(reply):
-            _cache.put(entry, reply, keys)
-    return reply
+            _cache.put(entry, value, keys)
+    return value

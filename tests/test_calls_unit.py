@@ -130,7 +130,11 @@ def test_cache_holds_a_bounded_number_of_contexts(prov, monkeypatch):
     monkeypatch.setattr(store, "CACHE_ENTRIES", 3)
     for n in ("1000", "2000", "4242", "5000"):
         calls.load_context("127.0.0.10", "", n, time.time(), NODE)
-    cached = [entry[2][2] for entry in store._cache.replies]
+    cached = [entry[2][2] for entry in store._cache.values]
     assert cached == ["2000", "4242", "5000"]                        # the oldest left
-    assert all(entry in store._cache.replies
-               for entries in store._cache.by_key.values() for entry in entries)
+    prov.set_device("2000", "webrtc")
+    calls.load_context("127.0.0.10", "", "4242", time.time(), NODE)  # reads what Redis said
+    assert [entry[2][2] for entry in store._cache.values] == ["4242", "5000"]
+    # the index of keys holds only what is cached
+    assert {entry for entries in store._cache.by_key.values() for entry in entries} \
+        == set(store._cache.values)

@@ -32,6 +32,7 @@ class Config:
     redis_master: str
     redis_wait: int             # replicas holding a write before it is acknowledged
     redis_timeout_ms: int       # the SIP path's wait for a Redis reply (lib/store)
+    context_cache: int          # call contexts a process keeps (lib/store.cached_script)
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
 
@@ -67,6 +68,7 @@ def load(env=None) -> Config:
         # may lose a write already acknowledged to a device or an API client.
         redis_wait=int(env.get("UA_REDIS_WAIT", "1" if sentinels else "0")),
         redis_timeout_ms=max(1, int(env.get("UA_REDIS_TIMEOUT_MS", "80"))),
+        context_cache=max(0, int(env.get("UA_CONTEXT_CACHE", "4096"))),
         flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
     )

@@ -25,7 +25,6 @@ from lib.provisioning import parse_sip_uri
 
 PROBE_TIMEOUT = 2.0      # contract: a probe unanswered within 2 s is missed
 GAUGE = "ua_mds_up"      # declared in kamailio.cfg (xhttp_prom), label `mds`
-RESAVE_SECONDS = 60
 
 
 def key(node):
@@ -183,7 +182,6 @@ class Prober:
         self.cfg = cfg
         self.states = {}
         self.next_round = 0.0
-        self.saved, self.saved_at = None, 0.0
 
     def tick(self, now):
         """Run a round when one is due: {name: up} of the MDS whose health is known, for
@@ -198,10 +196,10 @@ class Prober:
         self.states = {name: update(self.states.get(name), mds[name], ok, now,
                                     self.cfg.mds_probe_threshold)
                        for name, ok in answered.items()}
-        # Written when it changed (every call context that read it is invalidated then,
-        # lib/store.cached_script), and once a minute in case a failover lost it.
-        known = records(self.states)
-        if known != self.saved or now - self.saved_at >= RESAVE_SECONDS:
-            store.call(lambda r: save(r, self.cfg.node_id, self.states))
-            self.saved, self.saved_at = known, now
+        # Written only when Redis holds something else (a change, or a failover lost it):
+        # a write invalidates every call context that read it (lib/store.cached_script).
+        node = self.cfg.node_id
+        held = {k.decode(): v for k, v in store.call(lambda r: r.hgetall(key(node))).items()}
+        if held != records(self.states):
+            store.call(lambda r: save(r, node, self.states))
         return {name: h.up for name, h in self.states.items() if h.up is not None}

@@ -44,8 +44,9 @@ def self_signed_certificate(var, domain):
 
 # A user's hashes hold msgpack values of a few hundred bytes (profile, contacts): above
 # Redis's default of 64 bytes a hash leaves its compact listpack encoding, which costs
-# about 150 bytes more per hash (see README, Redis key layout).
-REDIS_TUNING = ["--hash-max-listpack-value", "1024"]
+# about 150 bytes more per hash (see README, Redis key layout). The keys client-side
+# caching tracks are bounded (README, The call context cache).
+REDIS_TUNING = ["--hash-max-listpack-value", "1024", "--tracking-table-max-keys", "200000"]
 
 
 def start_redis(var):

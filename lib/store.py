@@ -103,7 +103,7 @@ def connect(url):
 
 def client():
     """This process's Redis client, created on first use after fork."""
-    global _client, _client_pid, _redis_wait, _hot_timeout
+    global _client, _client_pid, _redis_wait, _hot_timeout, CACHE_ENTRIES
     if _client is None or _client_pid != os.getpid():
         cfg = config.load()
         _client = (sentinel.connect(cfg, **FAST) if cfg.redis_sentinels
@@ -111,6 +111,7 @@ def client():
         _client_pid = os.getpid()
         _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
         _hot_timeout = cfg.redis_timeout_ms / 1000
+        CACHE_ENTRIES = cfg.context_cache
     sentinel.follow(_client)
     return _client
 
@@ -315,11 +316,12 @@ def _sha(lua):
     return sha
 
 
-def evalsha(lua, keys=(), args=(), exchange=run, before=()):
+def evalsha(lua, keys=(), args=(), exchange=None, before=()):
     """A Lua script by its SHA; sent whole (EVAL, which caches it) when Redis doesn't know
     it yet, e.g. after a restart or a failover. `before`: commands sent ahead of it in the
     same round trip (their replies are not returned)."""
     script = (len(keys), *keys, *args)
+    exchange = exchange or run
     try:
         return exchange(*before, ("EVALSHA", _sha(lua), *script))[-1]
     except redis.ResponseError as exc:
@@ -336,7 +338,7 @@ def evalsha(lua, keys=(), args=(), exchange=run, before=()):
 # The invalidation is in this process's socket before the writer's own reply left Redis,
 # and is read (without waiting) before every use: a device switch or a logout applies to
 # the next call. A lost connection forgets everything cached.
-CACHE_ENTRIES = 4096
+CACHE_ENTRIES = 0       # at most, per process: UA_CONTEXT_CACHE, read with the client
 
 
 class _Cache:
@@ -394,6 +396,9 @@ def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
     for it), from this process's cache while none of them changed: what decode returns is
     shared by every later call and never modified. `cacheable(reply)`: False for a reply
     that also depends on keys not declared (it is not kept)."""
+    client()
+    if not CACHE_ENTRIES:
+        return decode(evalsha(lua, keys, args))
     entry = (lua, tuple(keys), tuple(args))
     _tracked_exchange()                 # the invalidations waiting, read first
     value = _cache.values.get(entry, _MISSING)

@@ -113,6 +113,20 @@ def test_a_did_or_an_unknown_number_is_looked_up_again_once_it_changes(prov, mon
     assert len(round_trips) == 3
 
 
+def test_no_cache_when_it_is_off(prov, monkeypatch):
+    monkeypatch.setenv("UA_CONTEXT_CACHE", "0")
+    load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
+    assert load().callee_selected is None
+    round_trips = []
+    run = store.run
+    monkeypatch.setattr(store, "run", lambda *commands: round_trips.append(
+        [c[0] for c in commands]) or run(*commands))
+    prov.set_device("1000", "webrtc")
+    monkeypatch.setattr(store, "_tracked_exchange", lambda *commands: round_trips.append(
+        ["tracking connection used"]))
+    assert load().callee_selected == "webrtc" and round_trips == [["EVALSHA"]]
+
+
 def test_cache_forgets_everything_when_its_connection_is_lost(prov, redis_server, monkeypatch):
     load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
     load()
@@ -127,7 +141,7 @@ def test_cache_forgets_everything_when_its_connection_is_lost(prov, redis_server
 
 
 def test_cache_holds_a_bounded_number_of_contexts(prov, monkeypatch):
-    monkeypatch.setattr(store, "CACHE_ENTRIES", 3)
+    monkeypatch.setenv("UA_CONTEXT_CACHE", "3")
     for n in ("1000", "2000", "4242", "5000"):
         calls.load_context("127.0.0.10", "", n, time.time(), NODE)
     cached = [entry[2][2] for entry in store._cache.values]

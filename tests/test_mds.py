@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lib import calls, mds_health, routing
+from lib import calls, config, mds_health, routing
 from lib.provisioning import Provisioning
 from tests.support.fixtures import DESKPHONE_IP, Site
 from tests.support.proxy import Proxy
@@ -65,6 +65,26 @@ def test_down_mds_is_read_with_the_call_context(r):
     assert decide()[0] is None
     mds_health.save(r, "n1", down)
     assert decide() == (False, routing.Reject(503, "MDS Unavailable", ("Retry-After: 1",)))
+
+
+def test_health_is_written_only_when_redis_holds_something_else(r, redis_url, monkeypatch):
+    """Every write empties the cached call contexts that read it (lib/store.cached_script):
+    an unchanged round writes nothing; a record lost (a failover) is written again."""
+    port = free_port("127.0.0.1")      # nobody listens: every probe is refused, a miss
+    Provisioning(r, "127.0.0.1").put_mds("mds1", {"uri": f"sip:127.0.0.1:{port}",
+                                                   "addresses": ["127.0.0.1"]})
+    writes = []
+    save = mds_health.save
+    monkeypatch.setattr(mds_health, "save", lambda *args: writes.append(args) or save(*args))
+    prober = mds_health.Prober(config.load({"UA_NODE_ID": "n1", "UA_MDS_PROBE_INTERVAL": "1",
+                                            "UA_MDS_PROBE_THRESHOLD": "1",
+                                            "UA_REDIS_URL": redis_url}))
+    now = time.time()
+    assert prober.tick(now) == {"mds1": False} and len(writes) == 1
+    assert prober.tick(now + 1) == {"mds1": False} and len(writes) == 1
+    r.delete(mds_health.key("n1"))
+    assert prober.tick(now + 2) == {"mds1": False} and len(writes) == 2
+    assert mds_health.load(r, "n1")["mds1"]["up"] is False
 
 
 # --- end to end --------------------------------------------------------------------------

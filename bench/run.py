@@ -55,6 +55,7 @@ USER_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_USERS", "100,100000").
 LADDER_STEP_SECONDS = 3
 CALL_POOL = 2000            # users called (pre-registered), at most half the users
 CHILDREN = int(os.environ.get("BENCH_CHILDREN", "4"))
+WARMUP_SECONDS = 2 * POINT_SECONDS
 PROXY_CPUS, LOAD_CPUS = {0}, {1}
 PROXY_IP, MDS_IP, DESKPHONE_IP = "127.0.0.1", "127.0.0.10", "127.0.0.20"
 REGISTRAR_IP = "127.0.0.21"     # where the register workload comes from
@@ -419,6 +420,7 @@ class Bench:
         time.sleep(0.5)     # let the previous point's transactions end
         before = cpu_ns(proxy.pids())
         redis_before = cpu_ns([proxy.redis_pid]) if proxy.redis_pid else 0
+        misses_before = context_misses(proxy)
         latencies, probe_failed = [], 0
         if workload == "calls":
             inf = self.workdir / f"{proxy.name}-{proxy.users.count}-callpool.csv"
@@ -436,12 +438,24 @@ class Bench:
                                        {"contact_host": f"{REGISTRAR_IP}:5060"})
         spent = cpu_ns(proxy.pids()) - before
         redis_spent = (cpu_ns([proxy.redis_pid]) if proxy.redis_pid else 0) - redis_before
+        invites = result.successful + len(latencies) + probe_failed
+        misses = context_misses(proxy) - misses_before if misses_before is not None else None
         return {"rate": rate, "successful": result.successful, "failed": result.failed,
+                "context_cache_hits": (1 - misses / invites
+                                       if misses is not None and workload == "calls" else None),
                 "achieved_rate": result.call_rate,
                 "proxy_cpu_share": spent / 1e9 / elapsed,    # of one core
                 "cpu_ms_per_op": spent / 1e6 / max(1, result.successful),
                 "redis_cpu_ms_per_op": redis_spent / 1e6 / max(1, result.successful),
                 "latencies_ms": latencies, "probe_failed": probe_failed}
+
+
+def context_misses(proxy):
+    """U's call contexts read from Redis so far (lib/store.cached_script opts each read
+    into tracking with CLIENT CACHING): the misses of its context cache."""
+    if not isinstance(proxy, UniqueAccountProxy):
+        return None
+    return proxy.redis.info("commandstats").get("cmdstat_client|caching", {}).get("calls", 0)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -504,6 +518,11 @@ def measure_users(bench, workdir, users, rates, with_ladder):
                     out.setdefault(proxy.name, {}).update({f"max_{workload}_rate": highest,
                                                            f"max_{workload}_limit": limit})
             rates.update(common_rates(out))
+        for proxy in proxies:
+            # unmeasured: what each proxy keeps warm (U's call contexts, its CPU caches)
+            # starts in the state a steady load leaves it in
+            log(f"{users.count} users, warm-up of {proxy.name}")
+            bench.measure(proxy, "calls", rates["calls"], seconds=WARMUP_SECONDS)
         points = {p.name: {"calls": [], "register": []} for p in proxies}
         for rep in range(REPEATS):
             log(f"{users.count} users, repetition {rep + 1}/{REPEATS}")
@@ -521,6 +540,9 @@ def measure_users(bench, workdir, users, rates, with_ladder):
                     "redis_cpu_ms_per_op": summary([r["redis_cpu_ms_per_op"] for r in runs])}
                 if workload == "calls":
                     result[workload]["probe_calls_lost"] = sum(r["probe_failed"] for r in runs)
+                    if runs[0]["context_cache_hits"] is not None:
+                        result[workload]["context_cache_hits"] = summary(
+                            [r["context_cache_hits"] for r in runs])
                     result[workload]["invite_180_ms"] = {
                         "p50": summary([percentile(r["latencies_ms"], 0.5) for r in runs]),
                         "p99": summary([percentile(r["latencies_ms"], 0.99) for r in runs])}
@@ -624,6 +646,13 @@ def table(results):
     for name, r in results["media"].items():
         lines.append(f"| 100 | {name} (calls at {r['rate']}/s, {r['failed']} failed) "
                      f"| {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    hits = [f"{int(count):,} users {r['calls']['context_cache_hits']['median']:.0%} "
+            f"({r['calls']['context_cache_hits']['min']:.0%}-"
+            f"{r['calls']['context_cache_hits']['max']:.0%})"
+            for count, per_proxy in results["users"].items()
+            for name, r in per_proxy.items() if "context_cache_hits" in r["calls"]]
+    if hits:
+        lines += ["", "U's call contexts served from its cache (calls): " + ", ".join(hits)]
     lines += ["", "| ratio (medians) | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["ratios"].items()]
     return "\n".join(lines)

@@ -335,9 +335,10 @@ def evalsha(lua, keys=(), args=(), exchange=None, before=()):
 # records) changes far less often than calls come. A process keeps the decoded replies of a
 # read-only script and Redis tells it, on a RESP3 connection of its own with CLIENT
 # TRACKING (OPTIN: only those reads are tracked), when a key one of them read changed.
-# The invalidation is in this process's socket before the writer's own reply left Redis,
-# and is read (without waiting) before every use: a device switch or a logout applies to
-# the next call. A lost connection forgets everything cached.
+# Redis queues the invalidation while executing the write and sends it in the same pass of
+# its event loop as the writer's own reply; it is read (without waiting) before every use:
+# a device switch or a logout applies to the next call. A lost connection forgets
+# everything cached.
 CACHE_ENTRIES = 0       # at most, per process: UA_CONTEXT_CACHE, read with the client
 
 

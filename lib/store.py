@@ -219,19 +219,15 @@ class _Link:
         return replies
 
     def drain(self):
-        """Read the invalidations that arrived since the last use, without waiting. A
-        connection Redis closed meanwhile is replaced."""
+        """Read the invalidations that arrived since the last use, without waiting (a
+        connection Redis closed meanwhile raises, and _exchange replaces it)."""
         while True:
             try:
                 data = self.sock.recv(65536, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
-            except OSError:
-                data = b""
             if not data:
-                self.close()
-                self.ready()
-                return
+                raise redis.ConnectionError("connection closed by Redis")
             self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             if not isinstance(reply, hiredis.PushNotification):
@@ -269,7 +265,6 @@ def _exchange(link, commands):
             sock = link.ready()
             if link.on_push:
                 link.drain()
-                sock = link.sock
             if not commands:
                 return []
             sock.sendall(b"".join(hiredis.pack_command(c) for c in commands))
@@ -293,14 +288,19 @@ def _exchange(link, commands):
     return replies
 
 
+def _current(link, on_push=None):
+    """`link` if it was made by this process's client, else a new one (after a fork, or a
+    new client)."""
+    owner = client()
+    return link if link is not None and link.owner is owner else _Link(owner, on_push)
+
+
 def run(*commands):
     """Commands (tuples) in one round trip; their raw replies. An error reply raises
     redis.ResponseError once every reply has been read (the connection stays in step); a
     connection problem raises StoreUnavailable."""
     global _link
-    owner = client()
-    if _link is None or _link.owner is not owner:
-        _link = _Link(owner)
+    _link = _current(_link)
     return _exchange(_link, commands)
 
 
@@ -384,11 +384,9 @@ _MISSING = object()
 
 
 def _tracked_exchange(*commands):
+    """run() on the tracking connection (a new one empties the cache as it connects)."""
     global _tracked
-    owner = client()
-    if _tracked is None or _tracked.owner is not owner:
-        _cache.invalidated(None)
-        _tracked = _Link(owner, on_push=_cache.invalidated)
+    _tracked = _current(_tracked, _cache.invalidated)
     return _exchange(_tracked, commands)
 
 

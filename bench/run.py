@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.probe import LatencyProbe  # noqa: E402
+from lib import mds_health  # noqa: E402
 from lib.provisioning import ha1  # noqa: E402
 from lib.runner import wait_for  # noqa: E402
 from tests.support.processes import stop_process  # noqa: E402
@@ -130,20 +130,9 @@ def pin(pids, cpus):
 
 
 def answers_options(addr):
-    """A SIP OPTIONS to the proxy gets a 200 (it is up and routing)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((MDS_IP, 0))
-        s.settimeout(0.3)
-        port = s.getsockname()[1]
-        s.sendto((f"OPTIONS sip:{addr[0]}:{addr[1]} SIP/2.0\r\n"
-                  f"Via: SIP/2.0/UDP {MDS_IP}:{port};branch=z9hG4bK-bench{time.time_ns()}\r\n"
-                  f"From: <sip:bench@{MDS_IP}>;tag=b\r\nTo: <sip:{addr[0]}>\r\n"
-                  f"Call-ID: bench-{time.time_ns()}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-                  "Content-Length: 0\r\n\r\n").encode(), addr)
-        try:
-            return s.recv(4096).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
+    """The proxy answers a SIP OPTIONS (it is up): the MDS health probe's own check."""
+    return mds_health.probe({"proxy": f"sip:{addr[0]}:{addr[1]}"}, MDS_IP, PROXY_IP,
+                            timeout=0.3)["proxy"]
 
 
 # --- users ---------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ placing calls from the MDS (bench/run.py's scenarios and helpers) and REGISTERs 
   WebSocket registration of the dead proxy is gone (a call rings the deskphone).
 
 The latency figures are printed (pytest -s) for the README."""
+import contextlib
 import os
 import signal
 import statistics
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -85,6 +85,21 @@ def snapshot(r, numbers):
     return {k: r.hgetall(k) for k in keys}
 
 
+@contextlib.contextmanager
+def under_load(site, tmp_path, settle_s):
+    """Selections and forwarding rules acknowledged, then the load running for `settle_s`
+    before the body; yields a dict that the load's SIPp results fill when it stops."""
+    load = Load(site.proxy, tmp_path)
+    acknowledged_state(site, USERS.call_pool)
+    load.start(seconds=30)
+    results = {}
+    try:
+        time.sleep(settle_s)
+        yield results
+    finally:
+        results.update(load.stop())
+
+
 def acknowledged_state(site, load_users):
     """Selections and forwarding rules set through the API before the fault."""
     for i, n in enumerate(load_users):
@@ -120,15 +135,8 @@ class TimedStream(threading.Thread):
 
 def credentialed_register(client):
     """A REGISTER with credentials answering a fresh challenge (challenges need no state)."""
-    call_id = uuid.uuid4().hex
-    challenge, _ = client.transact(client.build("REGISTER", "1001", call_id=call_id))
-    if challenge is None or challenge.status != 401:
-        return client.build("OPTIONS", "1001")     # cannot happen: flagged by the codes
-    name, value = client.authorization(challenge, "REGISTER",
-                                       f"sip:{client.proxy[0]}:{client.proxy[1]}", "1001",
-                                       "secret")
-    return client.build("REGISTER", "1001", call_id=call_id, cseq=2,
-                        headers=[f"{name}: {value}"])
+    text, _, _ = client.answered_register("1001", "secret")
+    return text or client.build("OPTIONS", "1001")     # cannot happen: flagged by the codes
 
 
 def mds_invite(client):
@@ -150,11 +158,7 @@ def distribution(ms):
 def test_store_outage_under_load_fails_fast_and_recovers(site, redis_server, r, tmp_path,
                                                          fault):
     site.proxy.provision_user("1001", "sip", mds="mds1")    # the probes' user
-    load = Load(site.proxy, tmp_path)
-    acknowledged_state(site, USERS.call_pool)
-    load.start(seconds=30)
-    try:
-        time.sleep(2)
+    with under_load(site, tmp_path, settle_s=2) as results:
         before = snapshot(r, USERS.call_pool + ["1000"])
         streams = {
             "INVITE": TimedStream(UdpClient(MDS_IP, site.proxy.sip_addr, site.proxy.domain),
@@ -192,8 +196,6 @@ def test_store_outage_under_load_fails_fast_and_recovers(site, redis_server, r, 
             recovered[name] = time.monotonic() - back
             client.close()
         after = snapshot(r, USERS.call_pool + ["1000"])
-    finally:
-        results = load.stop()
 
     figures = {}
     for name, rows in measured.items():
@@ -216,11 +218,7 @@ def test_kamailio_killed_under_load_keeps_state_and_drops_its_websockets(site, r
     desk = deskphone(site)
     tab = browser(site)
     assert site.proxy.select_device("1000", "webrtc")[1]["effective"] == "webrtc"
-    load = Load(site.proxy, tmp_path)
-    acknowledged_state(site, USERS.call_pool)
-    load.start(seconds=30)
-    try:
-        time.sleep(3)
+    with under_load(site, tmp_path, settle_s=3) as results:
         before = snapshot(r, USERS.numbers + ["1000"])
         assert any(f.startswith(b"webrtc|") for f in before["ua:contacts:{1000}"])
         # Every Kamailio process at once, as a crash; the runner then exits as well.
@@ -232,8 +230,6 @@ def test_kamailio_killed_under_load_keeps_state_and_drops_its_websockets(site, r
         started = time.monotonic()
         site.proxy.start()
         restart_s = time.monotonic() - started
-    finally:
-        results = load.stop()
     after = snapshot(r, USERS.numbers + ["1000"])
 
     webrtc = {k: {f: v for f, v in fields.items() if f.startswith(b"webrtc|")}

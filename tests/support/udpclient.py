@@ -5,7 +5,7 @@ test can replay it verbatim.
 
     c = UdpClient("127.0.0.43", proxy.sip_addr, proxy.domain)
     resp, ms = c.transact(c.build("REGISTER", "1000"))
-    resp, auth = c.register("1000", "secret")        # 401, then with credentials
+    resp, line = c.register("1000", "secret")        # 401, then with credentials
 """
 import socket
 import time
@@ -72,17 +72,23 @@ class UdpClient:
         name = "Proxy-Authorization" if challenge.status == 407 else "Authorization"
         return name, _digest(_challenges(challenge)[0], method, ruri, user, password)
 
-    def register(self, user, password, call_id=None, cseq=1, expires=600):
-        """REGISTER, answered challenge: (final response, the 'Name: value' credentials
-        line sent, its CSeq)."""
+    def answered_register(self, user, password, call_id=None, cseq=1, expires=600):
+        """A REGISTER sent, and its 401 answered: (the REGISTER with credentials, not sent
+        yet, or None when the first answer was no 401; that first answer; the credentials
+        line)."""
         call_id = call_id or uuid.uuid4().hex
         first, _ = self.transact(self.build("REGISTER", user, call_id=call_id, cseq=cseq,
                                             expires=expires))
         if first is None or first.status != 401:
-            return first, None, cseq
+            return None, first, None
         ruri = f"sip:{self.proxy[0]}:{self.proxy[1]}"
         name, value = self.authorization(first, "REGISTER", ruri, user, password)
         line = f"{name}: {value}"
-        resp, _ = self.transact(self.build("REGISTER", user, call_id=call_id, cseq=cseq + 1,
-                                           headers=[line], expires=expires))
-        return resp, line, cseq + 1
+        return self.build("REGISTER", user, call_id=call_id, cseq=cseq + 1, headers=[line],
+                          expires=expires), first, line
+
+    def register(self, user, password, expires=600):
+        """REGISTER, answered challenge: (final response, the 'Name: value' credentials
+        line sent)."""
+        text, first, line = self.answered_register(user, password, expires=expires)
+        return (self.transact(text)[0] if text else first), line

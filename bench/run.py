@@ -340,6 +340,15 @@ def start_sipp(cmd, workdir):
     return proc
 
 
+def start_load(workdir, name, scenario, local_ip, remote, numbers, rate, calls, keys=None,
+               local_port=None):
+    """SIPp playing `scenario` over `numbers` at `rate` until `calls`, from `local_ip`; its
+    injection file and its logs under workdir (`name`.csv, `name`/)."""
+    inf = injection_file(workdir / f"{name}.csv", numbers)
+    return start_sipp(sipp_command(scenario, local_ip, local_port or free_port(local_ip),
+                                   remote, inf, rate, calls, keys), workdir / name)
+
+
 def read_result(workdir):
     """Successful/failed calls from SIPp's statistics file (its last line is the final
     count, with the rate SIPp achieved)."""

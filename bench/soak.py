@@ -23,8 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (MDS_IP, REGISTRAR_IP, RESULTS, Bench, UniqueAccountProxy, Users,  # noqa: E402
-                       free_port, injection_file, log, memory_kib, read_result, sipp_command,
-                       start_sipp, stop_process)
+                       log, memory_kib, read_result, start_load)
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 SWITCH_SECONDS = float(os.environ.get("SOAK_SWITCH_SECONDS", "3"))
@@ -78,11 +77,9 @@ def main():
             "calls": ("mds_call_load", MDS_IP, USERS.call_pool, rate, {}),
             "registers": ("register_load", REGISTRAR_IP, USERS.register_pool, register_rate,
                           {"contact_host": f"{REGISTRAR_IP}:5060"})}
-        procs = {}
-        for name, (scenario, ip, numbers, r, keys) in loads.items():
-            inf = injection_file(workdir / f"soak-{name}.csv", numbers)
-            procs[name] = start_sipp(sipp_command(scenario, ip, free_port(ip), proxy.addr, inf,
-                                                  r, r * SECONDS, keys), workdir / name)
+        procs = {name: start_load(workdir, name, scenario, ip, proxy.addr, numbers, r,
+                                  r * SECONDS, keys)
+                 for name, (scenario, ip, numbers, r, keys) in loads.items()}
         switches = failed_switches = 0
         started = time.monotonic()
         deadline, warm_at = started + SECONDS, started + min(30, SECONDS / 10)

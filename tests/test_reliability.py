@@ -22,7 +22,7 @@ import time
 import pytest
 
 from bench.run import (DESKPHONE_IP, PASSWORD, REGISTRAR_IP, Users, descendants,
-                       injection_file, read_result, sipp_command, start_sipp, stop_process)
+                       read_result, sipp_command, start_load, start_sipp, stop_process)
 from tests.support.fixtures import MDS_IP
 from tests.support.sipp import free_port
 from tests.support.udpclient import UdpClient
@@ -49,26 +49,24 @@ class Load:
         for n in USERS.numbers:
             proxy.provision_user(n, "ua", password=PASSWORD.format(n), mds="mds1")
         self.uas_port = free_port(DESKPHONE_IP)
-        run = self.run("register-callpool", "register_load", DESKPHONE_IP, self.uas_port,
-                       USERS.call_pool, 200, len(USERS.call_pool),
-                       {"contact_host": f"{DESKPHONE_IP}:{self.uas_port}"})
+        run = self.run("register-callpool", "register_load", DESKPHONE_IP, USERS.call_pool,
+                       200, len(USERS.call_pool),
+                       {"contact_host": f"{DESKPHONE_IP}:{self.uas_port}"}, port=self.uas_port)
         run.wait(30)
         result = read_result(self.workdir / "register-callpool")
         assert result.successful == len(USERS.call_pool), result
         self.procs = [start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP,
                                               self.uas_port), self.workdir / "deskphones")]
 
-    def run(self, name, scenario, ip, port, numbers, rate, calls, keys=None):
-        inf = injection_file(self.workdir / f"{name}.csv", numbers)
-        return start_sipp(sipp_command(scenario, ip, port, self.addr, inf, rate, calls, keys),
-                          self.workdir / name)
+    def run(self, name, scenario, ip, numbers, rate, calls, keys=None, port=None):
+        return start_load(self.workdir, name, scenario, ip, self.addr, numbers, rate, calls,
+                          keys, local_port=port)
 
     def start(self, seconds):
-        self.procs.append(self.run("calls", "mds_call_load", MDS_IP, free_port(MDS_IP),
-                                   USERS.call_pool, CALL_RATE, CALL_RATE * seconds))
+        self.procs.append(self.run("calls", "mds_call_load", MDS_IP, USERS.call_pool,
+                                   CALL_RATE, CALL_RATE * seconds))
         self.procs.append(self.run("registers", "register_load", REGISTRAR_IP,
-                                   free_port(REGISTRAR_IP), USERS.register_pool,
-                                   REGISTER_RATE, REGISTER_RATE * seconds,
+                                   USERS.register_pool, REGISTER_RATE, REGISTER_RATE * seconds,
                                    {"contact_host": f"{REGISTRAR_IP}:5060"}))
         return self
 

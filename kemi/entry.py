@@ -25,8 +25,9 @@ CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
 MDS_PROBER = mds_health.Prober(CFG)   # used by the MDS timer process only
 PLAN_AVP = "ua_plan"     # the call plan the failure route needs, kept with the transaction
-USERS_AVP = "ua_users"   # the local users taking part in the call: {number: call entry} JSON
-CALLEE_AVP = "ua_callee"  # the local user the next branches ring (for the branch route)
+# The local users taking part in a call until its ACK, {number: call entry} JSON by Call-ID
+# (kamailio.cfg): the failure route reads them, the ACK of the 2xx answers them.
+CALLS_TABLE = "ua_calls"
 # Record-Route parameters naming the local caller and callee, so that a BYE ends their
 # calls without any lookup.
 CALLER_RR, CALLEE_RR = "ua_c", "ua_t"
@@ -183,9 +184,12 @@ class kamailio:
             alias_contact()
             if MEDIA and not self.media_in_dialog():
                 return
-            self.relay()
-            if KSR.is_BYE():         # bookkeeping after the BYE is on its way
-                quietly(self.end_call, self.dialog_users())
+            self.relay(watch_replies=KSR.is_method_in("IU"))
+            # bookkeeping after the request is on its way
+            if KSR.is_ACK():
+                quietly(self.answered)
+            elif KSR.is_BYE():
+                quietly(self.hung_up)
             return
         if KSR.is_ACK():
             if KSR.tm.t_check_trans() > 0:
@@ -196,10 +200,11 @@ class kamailio:
             return
         reply(404, "Not Here")
 
-    def relay(self, answer_failure=False):
+    def relay(self, answer_failure=False, watch_replies=False):
         """t_relay; answer_failure: when nothing could be sent, answer ourselves (503 when
-        rtpengine refused every branch) instead of tm's internal reply."""
-        if KSR.is_method_in("IU"):
+        rtpengine refused every branch) instead of tm's internal reply; watch_replies: the
+        replies need their Contact or SDP fixed (ksr_onreply_device)."""
+        if watch_replies:
             KSR.tm.t_on_reply("ksr_onreply_device")
         self.media_down = False
         if answer_failure:
@@ -245,34 +250,56 @@ class kamailio:
 
 
     def ksr_onreply_device(self, msg):
-        code = KSR.pv.get("$rs")
-        if 100 < code < 300:
+        if 100 < KSR.pv.get("$rs") < 300:
             guarded(alias_contact)
             if MEDIA and KSR.sdpops.sdp_content() > 0:
                 guarded(KSR.rtpengine.rtpengine_answer, media.ANSWER_FLAGS)
-        if 200 <= code < 300 and pv("$rm") == "INVITE":
-            guarded(self.answered)
         return 1
 
     # --- call state and history ---------------------------------------------------------
 
     def call_entries(self):
-        raw = KSR.pvx.avp_get(USERS_AVP)
+        raw = KSR.htable.sht_get(CALLS_TABLE, pv("$ci"))
         return json.loads(raw) if raw else {}
+
+    def keep_entries(self, entries):
+        if entries:
+            KSR.htable.sht_sets(CALLS_TABLE, pv("$ci"), json.dumps(entries))
+        else:
+            self.forget_entries()
+
+    def forget_entries(self):
+        KSR.htable.sht_rm(CALLS_TABLE, pv("$ci"))
 
     def call_users(self):
         return list(self.call_entries())
 
     def answered(self):
-        entries, watched = callstate.answer(self.call_entries(), pv("$ci"), time.time())
-        KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
-        self.watched_changed(watched)
+        """The ACK of a 2xx: its call is answered (the ACK of a second fork's 2xx, or of a
+        re-INVITE's, finds nothing left to answer). Recorded at the ACK, not the 2xx, so
+        that a 2xx needs no reply route (issue 7: a Python callback less per reply)."""
+        entries = self.call_entries()
+        if not entries:
+            return
+        self.forget_entries()
+        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time())[1])
 
     def dialog_users(self):
-        """The local caller and callee named in our Record-Route (now the Route header)."""
+        """The local caller and callee named in our Record-Route (now the Route header); a
+        retarget from the failure route names its callee after the first one's."""
         route = KSR.hdr.get("Route") or ""
         params = dict(p.partition("=")[::2] for p in route.split(">")[0].split(";")[1:])
         return [n for n in (params.get(CALLER_RR), params.get(CALLEE_RR)) if n]
+
+    def hung_up(self):
+        self.forget_entries()     # a call whose ACK never passed
+        self.end_call(self.dialog_users())
+
+    def end_unanswered(self):
+        """The call's transaction failed for good: no ACK of a 2xx will answer it."""
+        users = self.call_users()
+        self.forget_entries()
+        self.end_call(users)
 
     def end_call(self, users, forwarded_to=None):
         self.watched_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
@@ -285,11 +312,9 @@ class kamailio:
         watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
-        self.remember_party(party, party.calls, watched)
-
-    def remember_party(self, party, entries, watched):
-        KSR.pvx.avp_sets(CALLEE_AVP, party.callee or "")
-        KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
+        if party.callee:
+            KSR.rr.add_rr_param(f";{CALLEE_RR}={party.callee}")
+        self.keep_entries(party.calls)
         self.watched_changed(watched)
 
     # --- registrar --------------------------------------------------------------------
@@ -432,6 +457,7 @@ class kamailio:
             reply(decision.code, decision.text, decision.headers)
             if KSR.tmx.t_is_failure_route() > 0:
                 self.release_media()
+                self.forget_entries()
             return
         for header in reversed(plan.diversions):     # the newest ends on top
             KSR.hdr.insert(header + "\r\n")
@@ -448,9 +474,12 @@ class kamailio:
         if KSR.is_INVITE():
             if isinstance(decision, routing.Ring):
                 self.arm_ring_timers(plan, decision, diverted)
-            KSR.tm.t_on_branch("ksr_branch_route")
+            if MEDIA:
+                KSR.tm.t_on_branch("ksr_branch_route")
             KSR.tm.t_on_failure("ksr_failure_call")
-        self.relay(answer_failure=True)
+        self.relay(answer_failure=True, watch_replies=MEDIA or (
+            isinstance(decision, routing.Ring)
+            and nodes.replies_need_alias(decision.contacts, CFG.node_id)))
 
     def arm_ring_timers(self, plan, ring, diverted):
         """The ring time of the user whose devices ring, and what the failure route needs
@@ -487,7 +516,7 @@ class kamailio:
         raw = KSR.pvx.avp_get(PLAN_AVP)
         if KSR.tm.t_is_canceled() > 0 or not raw:
             self.release_media()      # the caller cancelled, or a call to an MDS failed
-            self.end_call(self.call_users())
+            self.end_unanswered()
             return
         call = json.loads(raw)
         any_reply = KSR.tm.t_any_replied() > 0
@@ -500,7 +529,7 @@ class kamailio:
             any_reply, call["rung"], bool(deskphones))
         self.release_media()   # a new branch set gets a fresh offer of its own
         if outcome is None:
-            self.end_call(self.call_users())
+            self.end_unanswered()
             return
         callee = calls.CallContext(
             source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
@@ -513,7 +542,7 @@ class kamailio:
             entries = self.call_entries()
             if call["number"] in entries:
                 entries[call["number"]]["device"] = routing.DESKPHONE
-                KSR.pvx.avp_sets(USERS_AVP, json.dumps(entries))
+                self.keep_entries(entries)
             self.presence_changed([call["number"]])
             count("ua_fallbacks_total", "webrtc_unreachable")
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
@@ -536,21 +565,20 @@ class kamailio:
         party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
                                        retargets_done=1)
         watched = callstate.start(party, pv("$ci"), now)
-        self.remember_party(party, {**entries, **party.calls}, watched)
+        if party.callee:
+            # After the request route's: the last one names the callee (dialog_users).
+            KSR.rr.add_rr_param(f";{CALLEE_RR}={party.callee}")
+        self.keep_entries({**entries, **party.calls})
+        self.watched_changed(watched)
 
-    # --- each branch: its callee and its media ----------------------------------------
+    # --- each branch: its media ---------------------------------------------------------
 
     def ksr_branch_route(self, msg):
         return guarded(self.branch)
 
     def branch(self):
         """Each branch gets the SDP its device accepts; our Record-Route remembers both
-        sides' classes for the in-dialog offers, and the local callee for the BYE."""
-        callee = KSR.pvx.avp_get(CALLEE_AVP)
-        if callee:
-            KSR.rr.add_rr_param(f";{CALLEE_RR}={callee}")
-        if not MEDIA:
-            return
+        sides' classes for the in-dialog offers."""
         # A branch relayed through another proxy goes there ($du); the device's own URI
         # ($ru) still says transport=ws.
         destination = f"{KSR.pv.get('$du') or ''} {KSR.pv.get('$ru') or ''}"

@@ -61,6 +61,27 @@ def branch(contact, node, udp_socket, tcp_socket):
             f"sip:{contact['node_addr']};transport=tcp", tcp_socket)
 
 
+def replies_need_alias(contacts, node):
+    """Whether the replies of branches to these contacts need an alias in their Contact for
+    the in-dialog requests to find the device: reached over a connection, through another
+    proxy, or behind a NAT (registered from another address than its Contact names). A
+    device reached where its Contact says needs nothing, and its replies no Python."""
+    return any(c["conid"] is not None or c["node"] != node
+               or _host_port(c["uri"]) != _host_port(c["source"]) for c in contacts)
+
+
+def _host_port(uri):
+    """host:port of a SIP URI (5060 when it names none), for comparing two addresses."""
+    rest = uri.split(":", 1)[1].split(";", 1)[0].split("?", 1)[0]
+    rest = rest.rsplit("@", 1)[-1]
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.partition(":")
+    return host.lower(), port or "5060"
+
+
 def is_relayed(ruri):
     return f";{RELAY_PARAM}=" in ruri
 

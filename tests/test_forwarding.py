@@ -182,6 +182,32 @@ def test_forward_loop_between_local_users_ends_in_482(site):
     assert outcome.received(482), outcome.describe()
 
 
+def test_no_answer_forward_to_a_local_user_is_answered_and_hung_up_as_that_users_call(site):
+    """Standalone users: 3000's deskphone rings out its ring time, the call is retargeted
+    (failure route) to 3001's deskphone, which answers; the MDS's BYE ends 3001's call."""
+    for number in ("3000", "3001"):
+        site.proxy.provision_user(number, "ua", name=f"User {number}", ring_seconds=2)
+    forwards(site, number="3000", noanswer="3001")
+    port = free_port(DESKPHONE_IP)
+    assert site.sipp("deskphone_register", DESKPHONE_IP, port, keys={
+        "user": "3000", "password": "secret", "expires": "600"}).run().received(200)
+    ringing = site.sipp("deskphone_ring", DESKPHONE_IP, port, timeout=20).start()
+    answering = deskphone(site, number="3001")
+    assert site.mds_calls("3000", talk_ms=1500).run().ok
+    assert ringing.wait_for("CANCEL", timeout=5)
+    assert answering.wait(10).received("BYE")
+
+    def call_history(number):
+        status, body, _ = site.proxy.api("GET", f"/api/v1/users/{number}/history")
+        assert status == 200, body
+        return [(e["answered"], e["forwarded_to"]) for e in body]
+    assert call_history("3000") == [(False, "3001")]
+    assert call_history("3001") == [(True, None)]
+    status, presence, _ = site.proxy.api("GET", "/api/v1/users/3001/presence",
+                                         auth=("1001", "secret"))
+    assert (status, presence["state"]) == (200, "available"), presence
+
+
 @pytest.mark.parametrize("transport", ["t1", "l1"])
 def test_ring_time_also_ends_ringing_on_tcp_and_tls_deskphones(alice, transport):
     site = alice

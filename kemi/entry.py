@@ -282,7 +282,7 @@ class kamailio:
         if not entries:
             return
         self.forget_entries()
-        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time())[1])
+        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time(), post=True)[1])
 
     def dialog_users(self):
         """The local caller and callee named in our Record-Route (now the Route header); a
@@ -302,14 +302,15 @@ class kamailio:
         self.end_call(users)
 
     def end_call(self, users, forwarded_to=None):
-        self.watched_changed(callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
+        self.watched_changed(
+            callstate.finish(users, pv("$ci"), time.time(), forwarded_to, post=True))
 
     def track_call(self, plan, caller):
         """Record who takes part in this new call, and keep it with the transaction."""
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
-        watched = callstate.start(party, pv("$ci"), now)
+        watched = callstate.start(party, pv("$ci"), now, post=True)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
         if party.callee:
@@ -564,7 +565,7 @@ class kamailio:
         now = time.time()
         party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
                                        retargets_done=1)
-        watched = callstate.start(party, pv("$ci"), now)
+        watched = callstate.start(party, pv("$ci"), now, post=True)
         if party.callee:
             # After the request route's: the last one names the callee (dialog_users).
             KSR.rr.add_rr_param(f";{CALLEE_RR}={party.callee}")
@@ -652,7 +653,8 @@ class kamailio:
 
     def ksr_blf_timer(self, msg, *args):
         def expire():
-            for message in blf.expired(time.time()):
+            now = time.time()
+            for message in blf.late(now) + blf.expired(now):
                 send_notify(message)
         return guarded(expire)
 

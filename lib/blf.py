@@ -162,6 +162,14 @@ def _notify(r, watched, now):
     return messages
 
 
+def late(now):
+    """NOTIFYs for the users a posted call event found watched (lib/callstate.LATE_KEY):
+    a watcher subscribed while the event was on its way. changed() sends only what the
+    watchers have not seen."""
+    numbers = store.run(("LPOP", callstate.LATE_KEY, 1000))[0] or []
+    return changed(sorted({n.decode() for n in numbers}), now)
+
+
 def expired(now):
     """Terminating NOTIFYs for the subscriptions whose time is up."""
     due = store.call(lambda r: r.zrangebyscore(EXPIRY_KEY, "-inf", now))

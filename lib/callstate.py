@@ -97,8 +97,46 @@ def presence(calls, line_type, selected, registered, now):
 
 
 # --- store ------------------------------------------------------------------------------
-# Every call event is one round trip, and tells which of its users have BLF watchers (the
-# only ones whose change needs more work).
+# Every call event is one write, and tells which of its users have BLF watchers (the only
+# ones whose change needs more work). With post=True, when this process's cache says none
+# of them has any, the write is posted (lib/store.post): the request goes on without
+# waiting for Redis. A watcher that subscribed in between (after the cache was read, before
+# Redis ran the write) is found by the write itself: its user goes onto LATE_KEY, which the
+# BLF timer serves within its second (lib/blf.late).
+LATE_KEY = "ua:blf:late"
+
+_WATCHED = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
+return out
+"""
+
+# After a posted write. KEYS: the users' watchers hashes, then LATE_KEY. ARGV: the users.
+_LATE = """
+for i = 1, #ARGV do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RPUSH', KEYS[#KEYS], ARGV[i]) end
+end
+return 0
+"""
+
+
+def _write(numbers, commands, wait, flags_of, post):
+    """A call event's write: `commands` posted (see above), or wait() (the same, waited
+    for). Returns the watched users among `numbers`, as flags_of(wait's replies) tells."""
+    keys = [store.watchers_key(n) for n in numbers]
+    if post and store.caching() and not any(store.cached_script(_WATCHED, keys, (), tuple)):
+        if numbers:
+            commands = [*commands, store.script_command(_LATE, keys + [LATE_KEY], numbers)]
+        store.post(*commands)
+        return []
+    return [n for n, flag in zip(numbers, flags_of(wait())) if flag == 1]
+
+
+def _write_script(numbers, lua, keys, args, post):
+    """_write of a Lua script that returns a flag per user."""
+    return _write(numbers, [store.script_command(lua, keys, args)],
+                  lambda: store.evalsha(lua, keys, args), lambda flags: flags, post)
+
 
 def _put(number, call_id, call):
     """The commands that store a call entry and count it in its device's gauge."""
@@ -114,9 +152,9 @@ def _watchers(numbers):
     return [("EXISTS", store.watchers_key(n)) for n in numbers]
 
 
-def start(party, call_id, now):
+def start(party, call_id, now, post=False):
     """A new call (or a retarget of one): the entries of the users taking part, and the
-    history of those it only passed by, in one round trip. Returns the watched users among
+    history of those it only passed by, in one write. Returns the watched users among
     those taking part."""
     commands = [c for number, call in party.calls.items() for c in _put(number, call_id, call)]
     for number, direction, peer, forwarded_to, device in party.unrung:
@@ -124,9 +162,9 @@ def start(party, call_id, now):
                            forwarded_to)
     if not commands:
         return []
-    watched = list(party.calls)
-    flags = store.run(*commands, *_watchers(watched))[len(commands):]
-    return [n for n, flag in zip(watched, flags) if flag]
+    numbers = list(party.calls)
+    return _write(numbers, commands, lambda: store.run(*commands, *_watchers(numbers)),
+                  lambda replies: replies[len(commands):], post)
 
 
 # The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
@@ -152,10 +190,10 @@ return out
 """
 
 
-def answer(entries, call_id, now):
+def answer(entries, call_id, now, post=False):
     """A 2xx to the call's INVITE: every local party is in the call now. entries: {number:
-    call entry} as the call's transaction keeps them. Returns (the entries answered, the
-    watched users)."""
+    call entry} as the call kept them. Returns (the entries answered, the watched
+    users)."""
     if not entries:
         return entries, []
     updated = {n: answered(c, now) for n, c in entries.items()}
@@ -165,8 +203,7 @@ def answer(entries, call_id, now):
                  metrics.active_calls_key(call["device"])]
         args += [store.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
                  int(call["expires_at"]) + 60]
-    flags = store.evalsha(ANSWER_LUA, keys, args)
-    return updated, [n for n, watched in zip(updated, flags) if watched == 1]
+    return updated, _write_script(list(updated), ANSWER_LUA, keys, args, post)
 
 
 def set_device(number, call_id, device):
@@ -203,7 +240,7 @@ return out
 """ % len(DEVICE_CLASSES)
 
 
-def finish(numbers, call_id, now, forwarded_to=None):
+def finish(numbers, call_id, now, forwarded_to=None, post=False):
     """The call ended (BYE, CANCEL, final error, forward): into each party's history.
     Returns the watched users."""
     if not numbers:
@@ -213,8 +250,7 @@ def finish(numbers, call_id, now, forwarded_to=None):
     keys += [metrics.active_calls_key(d) for d in DEVICE_CLASSES]
     args = [call_id, repr(now), forwarded_to or "", HISTORY_MAX,
             *(f"{n}|{call_id}" for n in numbers)]
-    flags = store.evalsha(FINISH_LUA, keys, args)
-    return [n for n, watched in zip(numbers, flags) if watched == 1]
+    return _write_script(numbers, FINISH_LUA, keys, args, post)
 
 
 def unindex(number, call_id):

@@ -23,3 +23,29 @@ def test_redis_down_is_store_unavailable_and_back_is_served(redis_url, redis_ser
     finally:
         redis_server.start()
     assert store.run(("PING",)) == [b"PONG"]
+
+
+# --- posted writes ----------------------------------------------------------------------
+
+def test_a_post_is_applied_before_the_next_round_trip(redis_url):
+    store.post(("SET", "k", "posted"))
+    assert store.run(("GET", "k")) == [b"posted"]
+
+
+def test_a_refused_posted_command_alone_is_sent_again_waiting(redis_url, r):
+    lua = "return redis.call('INCR', KEYS[1])"
+    store.post(store.script_command(lua, ["n"]))     # whole (EVAL) the first time
+    assert store.run(("GET", "n")) == [b"1"]
+    r.script_flush()                                  # Redis forgets it (as after a restart)
+    store.post(("INCR", "m"), store.script_command(lua, ["n"]))   # the script refused...
+    store.run(("PING",))                              # ... read here: sent again, waiting
+    assert store.run(("MGET", "m", "n")) == [[b"1", b"2"]]       # INCR m applied once
+
+
+def test_posts_a_dead_redis_took_with_it_are_sent_again(redis_server, redis_url, r):
+    assert store.run(("PING",)) == [b"PONG"]
+    r.execute_command("CLIENT", "PAUSE", 10000, "ALL")    # the post waits unread in Redis
+    store.post(("SET", "k", "posted"))
+    redis_server.kill()
+    redis_server.start()
+    assert store.run(("GET", "k")) == [b"posted"]

@@ -1,0 +1,67 @@
+"""lib/callstate's call-event writes against a real Redis: waited for when a user of the
+call has BLF watchers, posted (lib/store.post) when nobody watches, and a watcher that
+subscribed while a posted write was on its way served by the BLF timer (blf.late)."""
+import time
+
+import pytest
+
+from lib import blf, callstate, store
+from lib.dialoginfo import parse_dialog_states
+from lib.provisioning import Provisioning
+
+NOW = time.time()
+
+
+@pytest.fixture
+def carol(r):
+    Provisioning(r, "127.0.0.1").put_user("2000", {"name": "Carol", "password": "s",
+                                                    "line_type": "ua"})
+
+
+def placed(call_id="c1"):
+    """2000 places a call (in use whatever her devices): the write, posted if nobody
+    watches; returns the users known watched."""
+    party = callstate.Participants()
+    party.calls["2000"] = callstate.new_call("out", "deskphone", "3000", NOW)
+    return callstate.start(party, call_id, NOW, post=True)
+
+
+def watch(number="2000"):
+    sub = blf.new_subscription(number, "127.0.0.1", "w1", "<sip:1001@h>;tag=t", "tag",
+                               "sip:1001@127.0.0.30", "sip:127.0.0.30", "udp:127.0.0.1:5060",
+                               "<sip:1001@127.0.0.30>", [], 600, NOW)
+    return blf.subscribe(sub, NOW)
+
+
+def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, carol):
+    assert placed() == []
+    assert store.run(("HEXISTS", store.calls_key("2000"), "c1")) == [1]
+    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == []
+    assert store.run(("LLEN", store.history_key("2000"))) == [1]
+    assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
+
+
+def test_a_watched_user_is_written_waiting_and_told_at_once(redis_url, carol):
+    watch()
+    assert placed() == ["2000"]
+    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == ["2000"]
+    assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
+
+
+def test_a_subscription_reaches_the_next_call_event_of_the_same_process(redis_url, carol):
+    assert placed(call_id="c0") == []          # nobody watching: cached as such
+    watch()                                    # a BLF key subscribes (any process)
+    assert placed(call_id="c1") == ["2000"]
+
+
+def test_a_watcher_the_cache_had_not_seen_is_notified_by_the_blf_timer(redis_url, carol,
+                                                                         monkeypatch):
+    assert parse_dialog_states(watch().body) == []      # nothing going on
+    # the race: the watcher subscribed between this process's look at its cache and the
+    # write reaching Redis
+    monkeypatch.setattr(store, "cached_script", lambda *args, **kw: (0,))
+    assert placed() == []
+    late = blf.late(NOW)
+    assert [m.ruri for m in late] == ["sip:1001@127.0.0.30"]
+    assert parse_dialog_states(late[0].body) == ["confirmed"]
+    assert blf.late(NOW) == []                 # served once

@@ -258,8 +258,18 @@ class kamailio:
 
     # --- call state and history ---------------------------------------------------------
 
-    def call_entries(self):
-        raw = KSR.htable.sht_get(CALLS_TABLE, pv("$ci"))
+    def call_entries(self, take=False):
+        """The call's local users kept for it; take: and forget them. Read under the
+        slot's lock: htable's copy of a value still points into the shared cell, which
+        another process's sht_rm frees (garbled values seen in make soak)."""
+        call_id = pv("$ci")
+        KSR.htable.sht_lock(CALLS_TABLE, call_id)
+        try:
+            raw = KSR.htable.sht_get(CALLS_TABLE, call_id)
+            if raw and take:
+                KSR.htable.sht_rm(CALLS_TABLE, call_id)
+        finally:
+            KSR.htable.sht_unlock(CALLS_TABLE, call_id)
         return json.loads(raw) if raw else {}
 
     def keep_entries(self, entries):
@@ -278,10 +288,9 @@ class kamailio:
         """The ACK of a 2xx: its call is answered (the ACK of a second fork's 2xx, or of a
         re-INVITE's, finds nothing left to answer). Recorded at the ACK, not the 2xx, so
         that a 2xx needs no reply route (issue 7: a Python callback less per reply)."""
-        entries = self.call_entries()
+        entries = self.call_entries(take=True)
         if not entries:
             return
-        self.forget_entries()
         self.watched_changed(callstate.answer(entries, pv("$ci"), time.time(), post=True)[1])
 
     def dialog_users(self):

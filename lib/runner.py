@@ -78,6 +78,26 @@ def rtp_interface(env):
     return host_address(env) + (f"!{env['UA_ADVERTISE']}" if env.get("UA_ADVERTISE") else "")
 
 
+LISTENER_PORTS = ("UA_SIP_PORT", "UA_TLS_PORT", "UA_HTTP_PORT", "UA_HTTPS_PORT")
+
+
+def rtp_range(env):
+    return int(env.get("UA_RTP_PORT_MIN", "30000")), int(env.get("UA_RTP_PORT_MAX", "39999"))
+
+
+def check_rtp_range(env):
+    """A listener port inside the embedded rtpengine's media range is refused: rtpengine
+    binds its media sockets with SO_REUSEADDR, as Kamailio does, so the kernel hands that
+    port's SIP to whichever call's RTCP got it last, until the call ends (make bench lost
+    30 s of calls so when a test port fell there)."""
+    low, high = rtp_range(env)
+    for name in LISTENER_PORTS:
+        if low <= int(env[name]) <= high:
+            raise SystemExit(f"ua-proxy: {name} {env[name]} is inside the RTP port range "
+                             f"{low}-{high} (UA_RTP_PORT_MIN/UA_RTP_PORT_MAX): rtpengine "
+                             f"would take its traffic; choose a port outside it")
+
+
 def start_rtpengine(var, env):
     """Embedded rtpengine: user-space forwarding (no kernel module), ng control on a free
     loopback UDP port."""
@@ -92,8 +112,7 @@ def start_rtpengine(var, env):
     proc = subprocess.Popen(
         ["rtpengine", "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
          f"--interface={interface}", f"--listen-ng={url.removeprefix('udp:')}",
-         f"--port-min={env.get('UA_RTP_PORT_MIN', '30000')}",
-         f"--port-max={env.get('UA_RTP_PORT_MAX', '39999')}",
+         *(f"--port-{end}={port}" for end, port in zip(("min", "max"), rtp_range(env))),
          "--delete-delay=0", f"--pidfile={data / 'rtpengine.pid'}"],
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -173,6 +192,8 @@ def main():
                                    f"{env['UA_SIP_PORT']}")
     if env["UA_MEDIA"] not in ("rtpengine", "passthrough"):
         raise SystemExit("ua-proxy: UA_MEDIA must be rtpengine or passthrough")
+    if env["UA_MEDIA"] == "rtpengine" and not env.get("UA_RTPENGINE_URL"):
+        check_rtp_range(env)
     if not env.get("UA_API_TOKEN"):
         env["UA_API_TOKEN"] = api_token(var)
         log(f"admin API token (kept in {var / 'api_token'}): {env['UA_API_TOKEN']}")

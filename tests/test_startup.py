@@ -87,3 +87,13 @@ def test_embedded_redis_rtpengine_token_and_certificate(tmp_path):
     status, body, _ = probe.api("GET", "/api/v1/users/1000", auth=("bearer", token))
     assert status == 200 and body["name"] == "Alice"
     stop(proc)
+
+
+def test_a_listener_port_inside_the_rtp_range_is_refused_with_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
+    env.update({"UA_VAR_DIR": str(tmp_path / "var"), "UA_SIP_PORT": "35443",
+                "UA_REDIS_URL": "unix:///nonexistent"})
+    run = subprocess.run([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert "UA_SIP_PORT 35443 is inside the RTP port range 30000-39999" in run.stderr

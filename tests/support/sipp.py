@@ -107,6 +107,9 @@ _given_ports: set[tuple[str, int]] = set()
 _ports_lock = threading.Lock()
 
 
+RTP_PORTS = (30000, 39999)     # the embedded rtpengine's default media range
+
+
 def free_port(ip: str = "127.0.0.1", kind: str = "udp") -> int:
     """A port free for both UDP and TCP on `ip` (kind is accepted for readability:
     both are always checked, so the port serves either transport). Ports already
@@ -118,6 +121,8 @@ def free_port(ip: str = "127.0.0.1", kind: str = "udp") -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
             t.bind((ip, 0))
             port = t.getsockname()[1]
+            if RTP_PORTS[0] <= port <= RTP_PORTS[1]:
+                continue        # an embedded rtpengine's media could take it (lib/runner)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 try:
                     u.bind((ip, port))

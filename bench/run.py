@@ -327,7 +327,9 @@ def sipp_command(scenario, local_ip, local_port, remote=None, inf=None, rate=Non
         cmd += ["-set", "ring_ms", str(RING_MS)]
     if rate:
         cmd += ["-r", str(rate), "-rp", "1000", "-m", str(calls), "-l", str(max(100, rate * 10))]
-    for name, value in {**KEYS, **(keys or {})}.items():
+    # the Contact host a deskphone writes: its own address unless told (behind a NAT)
+    for name, value in {"contact_host": f"{local_ip}:{local_port}", **KEYS,
+                        **(keys or {})}.items():
         cmd += ["-key", name, value]
     return cmd
 
@@ -386,6 +388,9 @@ class Bench:
     def start_deskphones(self):
         """One SIPp answering for every deskphone of every proxy, for the whole run."""
         self.uas_port = free_port(DESKPHONE_IP)
+        self.answer_calls()
+
+    def answer_calls(self):
         self.uas = start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP, self.uas_port),
                               self.run_dir("deskphones"))
 
@@ -401,15 +406,13 @@ class Bench:
                              proxy.users.call_pool)
         run_dir = self.run_dir(f"{proxy.name}-callpool")
         proc = start_sipp(sipp_command("register_load", DESKPHONE_IP, self.uas_port, proxy.addr,
-                                       inf, 500, len(proxy.users.call_pool),
-                                       {"contact_host": f"{DESKPHONE_IP}:{self.uas_port}"}),
+                                       inf, 500, len(proxy.users.call_pool)),
                           run_dir)
         proc.wait()
         result = read_result(run_dir)
         if proxy.redis:
             proxy.memory_registered_delta = proxy.redis_memory() - memory_before
-        self.uas = start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP, self.uas_port),
-                              self.run_dir("deskphones"))
+        self.answer_calls()
         if result.failed or result.successful != len(proxy.users.call_pool):
             raise SystemExit(f"bench: registering the call pool on {proxy.name} failed: {result}")
 

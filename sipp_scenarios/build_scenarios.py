@@ -240,7 +240,8 @@ def uas_reply(status, body=False, contact="[user]", record_route=True, tag=True,
     if record_route:
         lines.append("[last_Record-Route:]")
     if contact:
-        lines.append(f"Contact: <sip:{contact}@[local_ip]:[local_port];transport=[transport]>")
+        # [contact_host]: a deskphone behind NAT answers with its private address too
+        lines.append(f"Contact: <sip:{contact}@[contact_host];transport=[transport]>")
     if extra_lines:
         lines.append(extra_lines)
     lines.append(UA)

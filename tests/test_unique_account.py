@@ -330,10 +330,15 @@ def test_deskphone_behind_nat_is_reached_at_its_source_address(site):
         "user": "1000", "password": "secret", "expires": "600",
         "contact_host": "192.168.1.50:5060"}).run()
     assert registered.received(200)
-    desk = site.sipp("deskphone_answer", DESKPHONE_IP, port, timeout=20).start()
+    desk = site.sipp("deskphone_answer", DESKPHONE_IP, port, timeout=20,
+                     keys={"contact_host": "192.168.1.50:5060"}).start()
     site.proxy.select_device("1000", "deskphone")
-    assert site.mds_calls("1000").run().returncode == 0
+    call = site.mds_calls("1000").run()
+    assert call.returncode == 0
     assert desk.wait(10).received("INVITE")[0].ruri.startswith("sip:1000@192.168.1.50:5060")
+    # its 2xx's Contact names where in-dialog requests really reach it
+    answer = call.final_responses("INVITE")[0]
+    assert f";alias=127.0.0.20~{port}~1" in answer.header("Contact"), answer.header("Contact")
 
 
 def test_registering_someone_elses_number_is_forbidden(site):

@@ -184,7 +184,7 @@ class _Link:
         self.on_push = on_push
         self.posted = collections.deque()   # the commands of each post, replies not read yet
         self.got = []           # replies read ahead of the post they answer
-        self.settled = []       # (a post's commands, their replies): not checked yet
+        self.refused = []       # posted commands Redis answered with an error
         self.scripts = set()    # SHAs of the scripts posted on this connection
 
     def ready(self):
@@ -238,7 +238,8 @@ class _Link:
             replies = self.read(len(self.posted[0]), wait)
             if replies is None:
                 return
-            self.settled.append((self.posted.popleft(), replies))
+            self.refused += [c for c, reply in zip(self.posted.popleft(), replies)
+                             if isinstance(reply, hiredis.ReplyError)]
 
     def drain(self):
         """Read the invalidations that arrived since the last use, without waiting (a
@@ -271,7 +272,7 @@ class _Link:
         if command[0] != "EVALSHA" or command[1] in self.scripts:
             return command
         self.scripts.add(command[1])
-        return ("EVAL", _lua_of[command[1]], *command[2:])
+        return _whole(command)
 
 
 _link = None
@@ -392,24 +393,18 @@ def _redo_refused(link):
         return
     _redoing = True
     try:
-        while link.settled:
-            commands, replies = link.settled.pop(0)
-            for command, reply in zip(commands, replies):
-                if isinstance(reply, hiredis.ReplyError):
-                    try:
-                        _redo(command)
-                    except Exception as exc:    # noqa: BLE001 - see the docstring
-                        sys.stderr.write(f"ua: a posted Redis write failed: {exc!r}\n")
+        while link.refused:
+            try:
+                run(_whole(link.refused.pop(0)))
+            except Exception as exc:    # noqa: BLE001 - see the docstring
+                sys.stderr.write(f"ua: a posted Redis write failed: {exc!r}\n")
     finally:
         _redoing = False
 
 
-def _redo(command):
-    if command[0] in ("EVALSHA", "EVAL"):
-        lua = _lua_of.get(command[1], command[1])
-        keys = command[3:3 + int(command[2])]
-        return evalsha(lua, keys, command[3 + len(keys):])
-    return run(command)
+def _whole(command):
+    """An EVALSHA as EVAL, the script's text sent along (Redis may not know it)."""
+    return ("EVAL", _lua_of[command[1]], *command[2:]) if command[0] == "EVALSHA" else command
 
 
 def pairs(reply):

@@ -69,6 +69,7 @@ import threading
 import time
 from typing import Iterable
 
+from lib.runner import rtp_range
 from tests.support.sipmessage import SipMessage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -107,7 +108,7 @@ _given_ports: set[tuple[str, int]] = set()
 _ports_lock = threading.Lock()
 
 
-RTP_PORTS = (30000, 39999)     # the embedded rtpengine's default media range
+RTP_PORTS = rtp_range({})     # the embedded rtpengine's default media range
 
 
 def free_port(ip: str = "127.0.0.1", kind: str = "udp") -> int:

@@ -320,7 +320,7 @@ def _dispatch(ctx, req):
         who = Principal(admin=False) if auth == NONE else _authenticate(ctx, req, auth, params)
         resp = handler(ctx, req, params, who)
         if method != "GET" and resp.status < 300:
-            store.replicated(ctx.redis)     # a failover never loses an acknowledged change
+            store.acknowledged(ctx.redis)   # the next call and a failover see the change
         return resp
     except ApiError as exc:
         return error(exc.status, exc.message, exc.headers)

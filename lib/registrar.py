@@ -34,6 +34,7 @@ class RegisterResult:
     upserts: dict = field(default_factory=dict)
     removals: list = field(default_factory=list)
     last_expiry: float | None = None    # of the user's longest binding after this change
+    reroutes: bool = False      # the next call may ring otherwise (see reroutes())
 
 
 def live(contacts, now):
@@ -95,7 +96,30 @@ def process_register(req, line_type, stored, now, max_contacts,
         return RegisterResult(403, f"Too many {klass} contacts (at most {max_contacts})")
     headers = [contact_header(c, now) for c in after.values()]
     last = max((c["expires_at"] for c in after.values()), default=None)
-    return RegisterResult(200, "OK", headers, upserts, removals, last)
+    return RegisterResult(200, "OK", headers, upserts, removals, last,
+                          reroutes(current, removals, upserts, now))
+
+
+# What a call's routing reads of a binding. A refresh that changes none of them, well
+# before the binding expires, rings the next call where the binding it replaces would have.
+ROUTED_BY = ("uri", "params", "class", "source", "socket", "conid", "peer", "node",
+             "node_addr", "instance")
+REFRESH_MARGIN = 1.0    # seconds
+
+
+def reroutes(current, removals, upserts, now):
+    """Whether the next call may ring otherwise once this change is stored: a live binding
+    goes or comes, moves, or is refreshed so close to its expiry that a call routed by the
+    old record could find it expired. Only then does the 200 wait until every process
+    heard of the change (store.acknowledged)."""
+    if any(f in current for f in removals):
+        return True
+    for f, new in upserts.items():
+        old = current.get(f)
+        if (old is None or old["expires_at"] - now < REFRESH_MARGIN
+                or any(old.get(name) != new[name] for name in ROUTED_BY)):
+            return True
+    return False
 
 
 def contact_expires(params, header_expires, default_expires):
@@ -141,7 +165,7 @@ def apply(number, result):
         commands += [("EXPIREAT", key, until, "NX"), ("EXPIREAT", key, until, "GT")]
     commands += [("EXEC",), ("EXISTS", store.watchers_key(number))]
     watched = store.run(*commands)[-1]
-    store.replicated()      # the 200 is an acknowledgement (contract section 2)
+    store.acknowledged(reroutes=result.reroutes)  # the 200 acknowledges (contract section 2)
     return bool(watched)
 
 

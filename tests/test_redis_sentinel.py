@@ -1,7 +1,7 @@
 """Redis high availability (issue 8, part 3): the proxy finds its Redis through Sentinel
 and follows a failover by itself, while browsers register, device selections change and
 the MDS calls. No acknowledged registration or selection is lost (the store waits for the
-replica before acknowledging, lib/store.replicated); calls fail only during the failover."""
+replica before acknowledging, lib/store.acknowledged); calls fail only during the failover."""
 import threading
 import time
 

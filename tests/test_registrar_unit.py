@@ -96,6 +96,27 @@ def test_expired_bindings_are_purged_and_not_listed():
     assert later.headers == ["Contact: <sip:new@h>;expires=600"]
 
 
+def test_only_a_change_that_may_ring_the_next_call_elsewhere_reroutes():
+    """Such a 200 waits for every process's cache to hear of it (store.acknowledged);
+    a plain refresh, most of the REGISTER load, does not."""
+    stored = register(request(["<sip:a@h>"], "600")).upserts
+    assert register(request(["<sip:a@h>"], "600")).reroutes                    # new
+    assert not register(request(["<sip:a@h>"], "600", cseq=2), stored).reroutes    # refresh
+    assert register(request(["<sip:a@h>"], "0", cseq=2), stored).reroutes        # logout
+    assert register(request(["<sip:a@h>;+sip.instance=\"<urn:uuid:1>\""], "600", cseq=2),
+                    stored).reroutes                                          # new params
+    moved = request(["<sip:a@h>"], "600", cseq=2)
+    moved.source = "sip:127.0.0.21:5062;transport=udp"
+    assert register(moved, stored).reroutes                                   # NAT rebinding
+    near_expiry = process_register(request(["<sip:a@h>"], "600", cseq=2), "ua", stored,
+                                   NOW + 600 - registrar.REFRESH_MARGIN / 2, 5)
+    assert near_expiry.reroutes
+    # an expired binding purged, and a logout of a binding never stored: nothing live moves
+    purge = process_register(request(["<sip:b@h>"], "0", call_id="b"), "ua", stored,
+                             NOW + 601, 5)
+    assert purge.removals == ["deskphone|sip:a@h", "deskphone|sip:b@h"] and not purge.reroutes
+
+
 def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url, r):
     now = time.time()
     desk = process_register(request(["<sip:desk@h>"], "600"), "ua", {}, now, 5)

@@ -13,7 +13,8 @@ test: setup
 unit: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests -k unit
 
-# This proxy against a native Kamailio and a db_redis one, side by side (bench/run.py);
+# This proxy against a native Kamailio, a db_redis one and the native routing in Python
+# (KEMI), side by side (bench/run.py);
 # BENCH_QUICK=1 for a short run. Writes bench/results.json and prints the table.
 bench: setup
 	.venv/bin/python -m bench.run

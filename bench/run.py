@@ -1,10 +1,13 @@
 """`make bench`: this proxy (U) against a hand-written native Kamailio (N) and the same with
 usrloc on db_redis (R), side by side in one run, with the same SIPp load, the same number
-of Kamailio children and the same users (contract section 10, issue 7).
+of Kamailio children and the same users (contract section 10, issue 7). A fourth, K, is
+N's routing written in Python through KEMI: K/N is what the embedded interpreter costs
+by itself, U/K what this project's logic and Redis add (measured with the first user
+count, without a ladder).
 
-How it runs. The three proxies run at once on their own ports of 127.0.0.1 and are loaded
-one at a time, in turns (N, R, U, N, R, U, ...), so that a drift of the machine touches all
-of them alike. The proxies and their Redis servers are pinned to CPU 0, SIPp to CPU 1.
+How it runs. The proxies run at once on their own ports of 127.0.0.1 and are loaded
+one at a time, in turns (N, K, R, U, N, K, R, U, ...), so that a drift of the machine
+touches all of them alike. The proxies and their Redis servers are pinned to CPU 0, SIPp to CPU 1.
 CPU time is read from /proc/<pid>/task/*/schedstat (nanoseconds on the CPU) of every
 process of a proxy (Kamailio's, its Redis, for U with media its rtpengine), before and
 after a measurement; per call = that time / successful calls.
@@ -55,7 +58,7 @@ USER_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_USERS", "100,100000").
 LADDER_STEP_SECONDS = 3
 CALL_POOL = 2000            # users called (pre-registered), at most half the users
 CHILDREN = int(os.environ.get("BENCH_CHILDREN", "4"))
-WARMUP_SECONDS = 2 * POINT_SECONDS
+WARMUP_SECONDS = POINT_SECONDS if QUICK else 2 * POINT_SECONDS
 PROXY_CPUS, LOAD_CPUS = {0}, {1}
 PROXY_IP, MDS_IP, DESKPHONE_IP = "127.0.0.1", "127.0.0.10", "127.0.0.20"
 REGISTRAR_IP = "127.0.0.21"     # where the register workload comes from
@@ -67,8 +70,11 @@ RESULTS = ROOT / "bench" / "results.json"
 SCENARIOS = ROOT / "sipp_scenarios"
 
 
+STARTED = time.monotonic()
+
+
 def log(text):
-    print(f"bench: {text}", file=sys.stderr, flush=True)
+    print(f"bench: [{time.monotonic() - STARTED:4.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 # --- processes: their tree, CPU time and memory --------------------------------------------
@@ -190,12 +196,11 @@ class Proxy:
 
 
 class NativeProxy(Proxy):
-    """N, or R (with_db_redis): bench/native.cfg."""
+    """bench/native.cfg: N, R (usrloc on db_redis) or K (its routing in Python, KEMI)."""
 
-    def __init__(self, workdir, users, with_db_redis=False):
-        self.name = "R" if with_db_redis else "N"
+    def __init__(self, workdir, users, name="N"):
+        self.name = name
         super().__init__(workdir, users)
-        self.with_db_redis = with_db_redis
         self.proc = self.redis_server = None
 
     def start(self):
@@ -209,7 +214,10 @@ class NativeProxy(Proxy):
         defines = {"BENCH_CHILDREN": str(CHILDREN), "BENCH_HTABLE_DB": f'"text://{db}"',
                    "BENCH_MDS_IP": f'"{MDS_IP}"',
                    "BENCH_CTL_SOCKET": f'"unix:{self.workdir / "ctl.sock"}"'}
-        if self.with_db_redis:
+        if self.name == "K":
+            defines["WITH_KEMI"] = "1"
+            defines["BENCH_KEMI_SCRIPT"] = f'"{ROOT / "bench" / "native_kemi.py"}"'
+        if self.name == "R":
             self.redis_server = RedisProcess(str(self.workdir / "redis"),
                                              extra_args=["--appendfsync", "everysec"]).start()
             self.redis_pid = self.redis_server.proc.pid
@@ -225,7 +233,8 @@ class NativeProxy(Proxy):
         for name, value in defines.items():
             cmd += ["-A", f"{name}={value}"]
         with open(self.workdir / "kamailio.log", "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "BENCH_MDS_IP": MDS_IP})
         wait_for(lambda: answers_options(self.addr), 30, f"proxy {self.name}")
         self.pin()
         return self
@@ -442,8 +451,9 @@ class Bench:
         invites = result.successful + len(latencies) + probe_failed
         misses = context_misses(proxy) - misses_before if misses_before is not None else None
         return {"rate": rate, "successful": result.successful, "failed": result.failed,
-                "context_cache_hits": (1 - misses / invites
-                                       if misses is not None and workload == "calls" else None),
+                # a call's cached reads: its context, its parties' watchers
+                "cache_misses_per_call": (misses / invites
+                                          if misses is not None and workload == "calls" else None),
                 "achieved_rate": result.call_rate,
                 "proxy_cpu_share": spent / 1e9 / elapsed,    # of one core
                 "cpu_ms_per_op": spent / 1e6 / max(1, result.successful),
@@ -452,8 +462,8 @@ class Bench:
 
 
 def context_misses(proxy):
-    """U's call contexts read from Redis so far (lib/store.cached_script opts each read
-    into tracking with CLIENT CACHING): the misses of its context cache."""
+    """U's cached reads (call contexts, watcher checks) that went to Redis so far
+    (lib/store.cached_script opts each such read into tracking with CLIENT CACHING)."""
     if not isinstance(proxy, UniqueAccountProxy):
         return None
     return proxy.redis.info("commandstats").get("cmdstat_client|caching", {}).get("calls", 0)
@@ -504,17 +514,21 @@ def memory_report(proxy):
             "private_kib_per_process": round(statistics.mean(r[1] for r in rows))}
 
 
-def measure_users(bench, workdir, users, rates, with_ladder):
-    proxies = [NativeProxy(workdir, users), NativeProxy(workdir, users, with_db_redis=True),
+def measure_users(bench, workdir, users, rates, with_ladder, with_kemi):
+    proxies = [NativeProxy(workdir, users), NativeProxy(workdir, users, "R"),
                UniqueAccountProxy(workdir, users)]
+    if with_kemi:
+        proxies.insert(1, NativeProxy(workdir, users, "K"))
     out = {}
     try:
         for proxy in proxies:
             proxy.start()
             bench.register_call_pool(proxy)
+            log(f"{users.count} users, {proxy.name} started, call pool registered")
         if with_ladder:
             for workload in ("calls", "register"):
-                for proxy in proxies:
+                # K is about CPU per request; its ladder would only lengthen the run
+                for proxy in (p for p in proxies if p.name != "K"):
                     highest, limit = ladder(bench, proxy, workload, rates[f"ladder_{workload}"])
                     out.setdefault(proxy.name, {}).update({f"max_{workload}_rate": highest,
                                                            f"max_{workload}_limit": limit})
@@ -541,9 +555,9 @@ def measure_users(bench, workdir, users, rates, with_ladder):
                     "redis_cpu_ms_per_op": summary([r["redis_cpu_ms_per_op"] for r in runs])}
                 if workload == "calls":
                     result[workload]["probe_calls_lost"] = sum(r["probe_failed"] for r in runs)
-                    if runs[0]["context_cache_hits"] is not None:
-                        result[workload]["context_cache_hits"] = summary(
-                            [r["context_cache_hits"] for r in runs])
+                    if runs[0]["cache_misses_per_call"] is not None:
+                        result[workload]["cache_misses_per_call"] = summary(
+                            [r["cache_misses_per_call"] for r in runs])
                     result[workload]["invite_180_ms"] = {
                         "p50": summary([percentile(r["latencies_ms"], 0.5) for r in runs]),
                         "p99": summary([percentile(r["latencies_ms"], 0.99) for r in runs])}
@@ -608,6 +622,11 @@ def ratios(results):
                                                     / small[base][f"max_{w}_rate"])
         p99 = lambda r: r["calls"]["invite_180_ms"]["p99"]["median"]    # noqa: E731
         out[f"U-{base} p99 INVITE->180 ms"] = p99(small["U"]) - p99(small[base])
+    for workload, what in (("calls", "call"), ("register", "REGISTER")):
+        out[f"K/N cpu per {what} (Python interpreter)"] = (med(small["K"], workload)
+                                                          / med(small["N"], workload))
+        out[f"U/K cpu per {what} (logic and Redis)"] = (med(small["U"], workload)
+                                                       / med(small["K"], workload))
     out["U 100k/100 users cpu per call"] = med(large["U"], "calls") / med(small["U"], "calls")
     out["U redis bytes per registered ua user"] = (
         large["U"]["redis_bytes_per_provisioned_user"]
@@ -647,13 +666,14 @@ def table(results):
     for name, r in results["media"].items():
         lines.append(f"| 100 | {name} (calls at {r['rate']}/s, {r['failed']} failed) "
                      f"| {fmt(r['cpu_ms_per_op'])} | | | | | |")
-    hits = [f"{int(count):,} users {r['calls']['context_cache_hits']['median']:.0%} "
-            f"({r['calls']['context_cache_hits']['min']:.0%}-"
-            f"{r['calls']['context_cache_hits']['max']:.0%})"
-            for count, per_proxy in results["users"].items()
-            for name, r in per_proxy.items() if "context_cache_hits" in r["calls"]]
-    if hits:
-        lines += ["", "U's call contexts served from its cache (calls): " + ", ".join(hits)]
+    misses = [f"{int(count):,} users {r['calls']['cache_misses_per_call']['median']:.3f} "
+              f"({r['calls']['cache_misses_per_call']['min']:.3f}-"
+              f"{r['calls']['cache_misses_per_call']['max']:.3f})"
+              for count, per_proxy in results["users"].items()
+              for name, r in per_proxy.items() if "cache_misses_per_call" in r["calls"]]
+    if misses:
+        lines += ["", "U's cached reads (a call's context, its parties' watchers) that "
+                  "went to Redis, per call: " + ", ".join(misses)]
     lines += ["", "| ratio (medians) | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["ratios"].items()]
     return "\n".join(lines)
@@ -667,7 +687,6 @@ def main():
     rates = {"calls": int(os.environ.get("BENCH_CALL_RATE", "300")),
              "register": int(os.environ.get("BENCH_REGISTER_RATE", "300")),
              "ladder_calls": 200, "ladder_register": 200}
-    started = time.monotonic()
     bench = Bench(workdir)
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
@@ -678,13 +697,14 @@ def main():
         for count in USER_COUNTS:
             results["users"][str(count)] = measure_users(
                 bench, workdir / str(count), Users(count), rates,
-                with_ladder=not QUICK and count == USER_COUNTS[0])
+                with_ladder=not QUICK and count == USER_COUNTS[0],
+                with_kemi=count == USER_COUNTS[0])
         results["rates"] = {k: rates[k] for k in ("calls", "register")}
         results["media"] = media_row(bench, workdir / "media", rates)
     finally:
         bench.stop()
     results["ratios"] = ratios(results)
-    results["seconds"] = round(time.monotonic() - started)
+    results["seconds"] = round(time.monotonic() - STARTED)
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
     log(f"results in {RESULTS} ({results['seconds']} s); SIPp logs under {workdir}")

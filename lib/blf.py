@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from lib import callstate, store
 from lib.dialoginfo import dialog_info_xml
+from lib.provisioning import profile_of
 from lib.registrar import classes_of, decode, live
 
 MIN_EXPIRES = int(os.environ.get("UA_SUBSCRIBE_MIN_EXPIRES", "60"))
@@ -96,7 +97,7 @@ def subscribe(sub, now):
     """Store a new or refreshed subscription; the NOTIFY that tells the current state."""
     def write(r):
         profile, selected, contacts, calls, _, _ = _inputs(r, sub["number"], now)
-        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        state = presence_of(profile_of(profile), selected, contacts, calls, now)
         updated, message = notify(sub, state, now)
         save(r, updated, state)
         return message
@@ -120,7 +121,7 @@ def unsubscribe(sub, now, reason):
     """Remove a subscription; the NOTIFY that terminates it."""
     def write(r):
         profile, selected, contacts, calls, _, _ = _inputs(r, sub["number"], now)
-        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        state = presence_of(profile_of(profile), selected, contacts, calls, now)
         pipe = r.pipeline(transaction=True)
         pipe.hdel(watchers_key(sub["number"]), sub["call_id"])
         pipe.zrem(EXPIRY_KEY, f"{sub['number']}|{sub['call_id']}")
@@ -152,7 +153,7 @@ def _notify(r, watched, now):
         profile, selected, contacts, calls, last, watchers = _inputs(r, number, now)
         if not watchers or profile is None:
             continue
-        state = presence_of(store.unpack(profile), selected, contacts, calls, now)
+        state = presence_of(profile_of(profile), selected, contacts, calls, now)
         if last and last.decode() == state:
             continue
         for raw in watchers.values():

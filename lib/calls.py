@@ -4,7 +4,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from lib import forwarding, mds_health, routing, store
-from lib.provisioning import normalize_forwards
+from lib.provisioning import normalize_forwards, profile_of
 from lib.registrar import decode, live
 
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
@@ -85,8 +85,8 @@ def _context(reply):
      callee_mds, caller_health) = reply
     caller_mds_record = store.unpack(caller_mds)
     return CallContext(
-        source_mds=_text(mds), caller=store.unpack(caller), caller_ha1=_text(ha1),
-        caller_mds_uri=_mds_uri(caller_mds), callee=store.unpack(callee),
+        source_mds=_text(mds), caller=profile_of(caller), caller_ha1=_text(ha1),
+        caller_mds_uri=_mds_uri(caller_mds), callee=profile_of(callee),
         callee_selected=_text(selected), callee_contacts=decode(zip(flat[::2], flat[1::2])),
         callee_forwards=normalize_forwards(store.unpack(forwards)),
         callee_mds_uri=_mds_uri(callee_mds),

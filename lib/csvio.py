@@ -321,7 +321,7 @@ def export_csv(r):
     writer.writerow(COLUMNS)
     for raw_profile, raw_ha1 in (pipe.execute() if numbers else []):
         if raw_profile is not None:
-            writer.writerow(_export_row(store.unpack(raw_profile), _s(raw_ha1)))
+            writer.writerow(_export_row(provisioning.profile_of(raw_profile), _s(raw_ha1)))
     return out.getvalue()
 
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from lib import config as cfgmod
 from lib import metrics, sipmsg, store
+from lib.provisioning import profile_of
 from lib.routing import DEVICE_CLASSES, class_allowed, device_class
 
 # Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
@@ -135,7 +136,7 @@ def load(number):
     """(profile, ha1, contacts) of a user in one round trip."""
     (profile, ha1), contacts = store.run(("HMGET", store.user_key(number), "profile", "ha1"),
                                          ("HGETALL", store.contacts_key(number)))
-    return store.unpack(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts))
+    return profile_of(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts))
 
 
 def apply(number, result):

@@ -6,8 +6,9 @@ import pytest
 
 from lib import store
 from lib.provisioning import (DEFAULT_FORWARDS, BatchError, Conflict, Invalid, NotFound,
-                              Provisioning, ha1, normalize_forwards, parse_sip_uri,
-                              validate_forwards, validate_mds, validate_user)
+                              Provisioning, default_memberships, ha1, normalize_forwards,
+                              parse_sip_uri, profile_of, validate_forwards, validate_mds,
+                              validate_user)
 
 DOMAIN = "ua.test"
 
@@ -170,12 +171,27 @@ def test_mds_validation():
 
 # --- users in Redis ----------------------------------------------------------------------
 
+def test_a_profile_is_stored_without_its_defaults_and_read_back_whole(prov, r):
+    stored = lambda: msgpack.unpackb(r.hget(store.user_key("1000"), "profile"))  # noqa: E731
+    _, profile = prov.put_user("1000", user())
+    assert stored() == {"number": "1000", "name": "Alice", "line_type": "ua"}
+    assert prov.get_user("1000") == profile
+    assert profile["memberships"] == default_memberships() and profile["ring_seconds"] == 30
+    r.hset(store.user_key("1000"), "profile", msgpack.packb(profile))   # as stored before
+    assert prov.get_user("1000") == profile
+    _, profile = prov.put_user("1000", user(line_type="sip", ring_seconds=20,
+                                            memberships={"groups": ["sales"]}))
+    assert stored() == {"number": "1000", "name": "Alice", "line_type": "sip",
+                        "ring_seconds": 20, "memberships": {"groups": ["sales"]}}
+    assert prov.get_user("1000") == profile and profile["memberships"]["queues"] == []
+
+
 def test_create_stores_profile_ha1_and_indexes(prov, r):
     created, profile = prov.put_user("1000", user(dids=["+33123456789"]))
     assert created
     h = r.hgetall(store.user_key("1000"))
     assert set(h) == {b"profile", b"ha1"}
-    assert msgpack.unpackb(h[b"profile"], raw=False) == profile
+    assert profile_of(h[b"profile"]) == profile
     assert "password" not in profile
     assert h[b"ha1"].decode() == ha1("1000", DOMAIN, "secret")
     assert r.get("ua:did:+33123456789") == b"1000"
@@ -352,7 +368,7 @@ def test_concurrent_claims_of_one_did(prov, r, redis_url):
         t.join()
     assert sorted(results) == ["conflict"] * 7 + ["ok"]
     owner = r.get("ua:did:+3399").decode()
-    assert msgpack.unpackb(r.hget(store.user_key(owner), "profile"))["dids"] == ["+3399"]
+    assert profile_of(r.hget(store.user_key(owner), "profile"))["dids"] == ["+3399"]
     assert r.scard("ua:users") == 1
 
 

@@ -111,7 +111,8 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
 return out
 """
 
-# After a posted write. KEYS: the users' watchers hashes, then LATE_KEY. ARGV: the users.
+# After the posted commands of a new call. KEYS: the users' watchers hashes, then LATE_KEY.
+# ARGV: the users.
 _LATE = """
 for i = 1, #ARGV do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RPUSH', KEYS[#KEYS], ARGV[i]) end
@@ -119,23 +120,34 @@ end
 return 0
 """
 
+# The same check inside a call-event script, which asks for each user's watchers anyway:
+# its last KEY is LATE_KEY and its last ARGV '1' when it runs posted. A user is named by
+# the `<number>|<call id>` member of its calls-in-progress gauge.
+_LATE_IN_SCRIPT = """
+local function late(watched, member)
+  if watched == 1 and ARGV[#ARGV] == '1' then
+    redis.call('RPUSH', KEYS[#KEYS], string.match(member, '^[^|]*'))
+  end
+end
+"""
 
-def _write(numbers, commands, wait, flags_of, post):
-    """A call event's write: `commands` posted (see above), or wait() (the same, waited
-    for). Returns the watched users among `numbers`, as flags_of(wait's replies) tells."""
+
+def _write(numbers, posted, wait, flags_of, post):
+    """A call event's write: the commands `posted` (see above), or wait() (the same write,
+    waited for). Returns the watched users among `numbers`, as flags_of(wait's replies)
+    tells."""
     keys = [store.watchers_key(n) for n in numbers]
     if post and store.caching() and not any(store.cached_script(_WATCHED, keys, (), tuple)):
-        if numbers:
-            commands = [*commands, store.script_command(_LATE, keys + [LATE_KEY], numbers)]
-        store.post(*commands)
+        store.post(*posted)
         return []
     return [n for n, flag in zip(numbers, flags_of(wait())) if flag == 1]
 
 
 def _write_script(numbers, lua, keys, args, post):
-    """_write of a Lua script that returns a flag per user."""
-    return _write(numbers, [store.script_command(lua, keys, args)],
-                  lambda: store.evalsha(lua, keys, args), lambda flags: flags, post)
+    """_write of a call-event script (see _LATE_IN_SCRIPT) that returns a flag per user."""
+    keys = [*keys, LATE_KEY]
+    return _write(numbers, [store.script_command(lua, keys, [*args, "1"])],
+                  lambda: store.evalsha(lua, keys, [*args, "0"]), lambda flags: flags, post)
 
 
 def _put(number, call_id, call):
@@ -163,25 +175,29 @@ def start(party, call_id, now, post=False):
     if not commands:
         return []
     numbers = list(party.calls)
-    return _write(numbers, commands, lambda: store.run(*commands, *_watchers(numbers)),
+    late = [store.script_command(_LATE, [store.watchers_key(n) for n in numbers] + [LATE_KEY],
+                                 numbers)] if numbers else []
+    return _write(numbers, commands + late, lambda: store.run(*commands, *_watchers(numbers)),
                   lambda replies: replies[len(commands):], post)
 
 
 # The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
 # ended meanwhile (a CANCEL or BYE that crossed the 2xx): an ended call stays ended.
-# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset.
-# ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash.
+# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset; LATE_KEY.
+# ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash; then
+# whether it runs posted.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if the call was gone.
-ANSWER_LUA = """
+ANSWER_LUA = _LATE_IN_SCRIPT + """
 local call_id = ARGV[1]
 local out = {}
-for k = 0, #KEYS / 3 - 1 do
+for k = 0, (#KEYS - 1) / 3 - 1 do
   local calls = KEYS[3 * k + 1]
   if redis.call('HEXISTS', calls, call_id) == 1 then
     redis.call('HSET', calls, call_id, ARGV[4 * k + 2])
     redis.call('ZADD', KEYS[3 * k + 3], ARGV[4 * k + 4], ARGV[4 * k + 3])
     redis.call('EXPIREAT', calls, ARGV[4 * k + 5], 'GT')
     out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 2])
+    late(out[#out], ARGV[4 * k + 3])
   else
     out[#out + 1] = -1
   end
@@ -217,11 +233,12 @@ def set_device(number, call_id, device):
 # The end of a call, in one script: each party's entry moves into its history as
 # [call id, entry, end time, forwarded to or ""] (history() formats it when read), and
 # leaves the gauges of calls in progress.
-# KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets.
-# ARGV: call id, end time, forwarded to, history length, then per party its gauge member.
+# KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets;
+# LATE_KEY. ARGV: call id, end time, forwarded to, history length, then per party its gauge
+# member; then whether it runs posted.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if it had no such call.
-FINISH_LUA = """
-local call_id, parties = ARGV[1], (#KEYS - %d) / 3
+FINISH_LUA = _LATE_IN_SCRIPT + """
+local call_id, parties = ARGV[1], (#KEYS - 1 - %d) / 3
 local out = {}
 for k = 0, parties - 1 do
   local calls, history = KEYS[3 * k + 1], KEYS[3 * k + 2]
@@ -230,8 +247,9 @@ for k = 0, parties - 1 do
     redis.call('LPUSH', history, cmsgpack.pack({call_id, entry, tonumber(ARGV[2]), ARGV[3]}))
     redis.call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)
     redis.call('HDEL', calls, call_id)
-    for z = 3 * parties + 1, #KEYS do redis.call('ZREM', KEYS[z], ARGV[5 + k]) end
+    for z = 3 * parties + 1, #KEYS - 1 do redis.call('ZREM', KEYS[z], ARGV[5 + k]) end
     out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 3])
+    late(out[#out], ARGV[5 + k])
   else
     out[#out + 1] = -1
   end

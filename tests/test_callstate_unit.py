@@ -65,3 +65,22 @@ def test_a_watcher_the_cache_had_not_seen_is_notified_by_the_blf_timer(redis_url
     assert [m.ruri for m in late] == ["sip:1001@127.0.0.30"]
     assert parse_dialog_states(late[0].body) == ["confirmed"]
     assert blf.late(NOW) == []                 # served once
+
+
+def test_each_call_event_finds_a_watcher_the_cache_had_not_seen(redis_url, carol, monkeypatch):
+    """The race above at every event of a call: the start's commands, and the answer and
+    end scripts, each put the user on the BLF timer's list."""
+    watch()
+    monkeypatch.setattr(store, "cached_script", lambda *args, **kw: (0,))
+
+    def served():
+        found = store.run(("LRANGE", callstate.LATE_KEY, 0, -1))[0]
+        blf.late(NOW)
+        return found
+    party = callstate.Participants(callee="2000")
+    party.calls["2000"] = callstate.new_call("in", "deskphone", "3000", NOW, 30)
+    assert callstate.start(party, "c1", NOW, post=True) == [] and served() == [b"2000"]
+    assert callstate.answer(party.calls, "c1", NOW + 1, post=True)[1] == []
+    assert served() == [b"2000"]
+    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == [] and served() == [b"2000"]
+    assert callstate.finish(["2000"], "c1", NOW + 6, post=True) == [] and served() == []

@@ -458,9 +458,9 @@ def script_command(lua, keys=(), args=()):
 # read-only script and Redis tells it, on a RESP3 connection of its own with CLIENT
 # TRACKING (OPTIN: only those reads are tracked), when a key one of them read changed.
 # Redis queues the invalidation while executing the write and sends it in the same pass of
-# its event loop as the writer's own reply; it is read (without waiting) before every use:
-# a device switch or a logout applies to the next call. A lost connection forgets
-# everything cached.
+# its event loop, just after the writer's own reply; it is read (without waiting) before
+# every use, and a change is acknowledged only after acknowledged()'s round trip: a device
+# switch or a logout applies to the next call. A lost connection forgets everything cached.
 CACHE_ENTRIES = 0       # at most, per process: UA_CONTEXT_CACHE, read with the client
 
 

@@ -647,7 +647,7 @@ def ratios(results):
     media = results["media"]
     out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
                                          / media["U"]["cpu_ms_per_op"]["median"])
-    return {k: round(v, 3) for k, v in out.items()}
+    return {k: round(v, 3) + 0.0 for k, v in out.items()}     # + 0.0: no "-0.0"
 
 
 def highest(result, workload):

@@ -291,7 +291,7 @@ class kamailio:
         entries = self.call_entries(take=True)
         if not entries:
             return
-        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time(), post=True)[1])
+        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time()))
 
     def dialog_users(self):
         """The local caller and callee named in our Record-Route (now the Route header); a
@@ -312,14 +312,14 @@ class kamailio:
 
     def end_call(self, users, forwarded_to=None):
         self.watched_changed(
-            callstate.finish(users, pv("$ci"), time.time(), forwarded_to, post=True))
+            callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
 
     def track_call(self, plan, caller):
         """Record who takes part in this new call, and keep it with the transaction."""
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
-        watched = callstate.start(party, pv("$ci"), now, post=True)
+        watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
         if party.callee:
@@ -574,7 +574,7 @@ class kamailio:
         now = time.time()
         party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
                                        retargets_done=1)
-        watched = callstate.start(party, pv("$ci"), now, post=True)
+        watched = callstate.start(party, pv("$ci"), now)
         if party.callee:
             # After the request route's: the last one names the callee (dialog_users).
             KSR.rr.add_rr_param(f";{CALLEE_RR}={party.callee}")

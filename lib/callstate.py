@@ -98,9 +98,9 @@ def presence(calls, line_type, selected, registered, now):
 
 # --- store ------------------------------------------------------------------------------
 # Every call event is one write, and tells which of its users have BLF watchers (the only
-# ones whose change needs more work). With post=True, when this process's cache says none
-# of them has any, the write is posted (lib/store.post): the request goes on without
-# waiting for Redis. A watcher that subscribed in between (after the cache was read, before
+# ones whose change needs more work). When this process's cache says none of them has
+# any, the write is posted (lib/store.post): the request goes on without waiting for
+# Redis. A watcher that subscribed in between (after the cache was read, before
 # Redis ran the write) is found by the write itself: its user goes onto LATE_KEY, which the
 # BLF timer serves within its second (lib/blf.late).
 LATE_KEY = "ua:blf:late"
@@ -111,43 +111,41 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
 return out
 """
 
-# After the posted commands of a new call. KEYS: the users' watchers hashes, then LATE_KEY.
-# ARGV: the users.
-_LATE = """
-for i = 1, #ARGV do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RPUSH', KEYS[#KEYS], ARGV[i]) end
-end
-return 0
-"""
-
-# The same check inside a call-event script, which asks for each user's watchers anyway:
-# its last KEY is LATE_KEY and its last ARGV '1' when it runs posted. A user is named by
-# the `<number>|<call id>` member of its calls-in-progress gauge.
+# That finding, in every script that writes a call event (each asks for its users'
+# watchers anyway): the script's last KEY is LATE_KEY, its last ARGV '1' when it runs
+# posted. A user is named by `<number>`, or by the `<number>|<call id>` member of its gauge.
 _LATE_IN_SCRIPT = """
-local function late(watched, member)
+local function late(watched, user)
   if watched == 1 and ARGV[#ARGV] == '1' then
-    redis.call('RPUSH', KEYS[#KEYS], string.match(member, '^[^|]*'))
+    redis.call('RPUSH', KEYS[#KEYS], string.match(user, '^[^|]*'))
   end
 end
 """
 
+# After the posted commands of a new call. KEYS: the users' watchers hashes, then LATE_KEY.
+# ARGV: the users, then '1'.
+_LATE = _LATE_IN_SCRIPT + """
+for i = 1, #ARGV - 1 do late(redis.call('EXISTS', KEYS[i]), ARGV[i]) end
+return 0
+"""
 
-def _write(numbers, posted, wait, flags_of, post):
+
+def _write(numbers, posted, wait, flags_of):
     """A call event's write: the commands `posted` (see above), or wait() (the same write,
     waited for). Returns the watched users among `numbers`, as flags_of(wait's replies)
     tells."""
     keys = [store.watchers_key(n) for n in numbers]
-    if post and store.caching() and not any(store.cached_script(_WATCHED, keys, (), tuple)):
+    if store.caching() and not any(store.cached_script(_WATCHED, keys, (), tuple)):
         store.post(*posted)
         return []
     return [n for n, flag in zip(numbers, flags_of(wait())) if flag == 1]
 
 
-def _write_script(numbers, lua, keys, args, post):
-    """_write of a call-event script (see _LATE_IN_SCRIPT) that returns a flag per user."""
+def _write_script(numbers, lua, keys, args):
+    """_write of a call-event script that returns a flag per user (see _LATE_IN_SCRIPT)."""
     keys = [*keys, LATE_KEY]
     return _write(numbers, [store.script_command(lua, keys, [*args, "1"])],
-                  lambda: store.evalsha(lua, keys, [*args, "0"]), lambda flags: flags, post)
+                  lambda: store.evalsha(lua, keys, [*args, "0"]), lambda flags: flags)
 
 
 def _put(number, call_id, call):
@@ -164,7 +162,7 @@ def _watchers(numbers):
     return [("EXISTS", store.watchers_key(n)) for n in numbers]
 
 
-def start(party, call_id, now, post=False):
+def start(party, call_id, now):
     """A new call (or a retarget of one): the entries of the users taking part, and the
     history of those it only passed by, in one write. Returns the watched users among
     those taking part."""
@@ -176,9 +174,9 @@ def start(party, call_id, now, post=False):
         return []
     numbers = list(party.calls)
     late = [store.script_command(_LATE, [store.watchers_key(n) for n in numbers] + [LATE_KEY],
-                                 numbers)] if numbers else []
+                                 [*numbers, "1"])] if numbers else []
     return _write(numbers, commands + late, lambda: store.run(*commands, *_watchers(numbers)),
-                  lambda replies: replies[len(commands):], post)
+                  lambda replies: replies[len(commands):])
 
 
 # The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
@@ -206,12 +204,11 @@ return out
 """
 
 
-def answer(entries, call_id, now, post=False):
+def answer(entries, call_id, now):
     """A 2xx to the call's INVITE: every local party is in the call now. entries: {number:
-    call entry} as the call kept them. Returns (the entries answered, the watched
-    users)."""
+    call entry} as the call kept them. Returns the watched users."""
     if not entries:
-        return entries, []
+        return []
     updated = {n: answered(c, now) for n, c in entries.items()}
     keys, args = [], [call_id]
     for number, call in updated.items():
@@ -219,7 +216,7 @@ def answer(entries, call_id, now, post=False):
                  metrics.active_calls_key(call["device"])]
         args += [store.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
                  int(call["expires_at"]) + 60]
-    return updated, _write_script(list(updated), ANSWER_LUA, keys, args, post)
+    return _write_script(list(updated), ANSWER_LUA, keys, args)
 
 
 def set_device(number, call_id, device):
@@ -258,7 +255,7 @@ return out
 """ % len(DEVICE_CLASSES)
 
 
-def finish(numbers, call_id, now, forwarded_to=None, post=False):
+def finish(numbers, call_id, now, forwarded_to=None):
     """The call ended (BYE, CANCEL, final error, forward): into each party's history.
     Returns the watched users."""
     if not numbers:
@@ -268,7 +265,7 @@ def finish(numbers, call_id, now, forwarded_to=None, post=False):
     keys += [metrics.active_calls_key(d) for d in DEVICE_CLASSES]
     args = [call_id, repr(now), forwarded_to or "", HISTORY_MAX,
             *(f"{n}|{call_id}" for n in numbers)]
-    return _write_script(numbers, FINISH_LUA, keys, args, post)
+    return _write_script(numbers, FINISH_LUA, keys, args)
 
 
 def unindex(number, call_id):

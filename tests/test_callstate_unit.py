@@ -23,7 +23,7 @@ def placed(call_id="c1"):
     watches; returns the users known watched."""
     party = callstate.Participants()
     party.calls["2000"] = callstate.new_call("out", "deskphone", "3000", NOW)
-    return callstate.start(party, call_id, NOW, post=True)
+    return callstate.start(party, call_id, NOW)
 
 
 def watch(number="2000"):
@@ -33,10 +33,20 @@ def watch(number="2000"):
     return blf.subscribe(sub, NOW)
 
 
-def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, carol):
+def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, carol,
+                                                                       monkeypatch):
+    assert placed(call_id="c0") == []           # "nobody watches" is in the cache now
+    waited = []
+    for name in ("run", "evalsha"):             # the ways of a write that waits for Redis
+        waits = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, waits=waits, **kw: (
+            waited.append(a[0]), waits(*a, **kw))[1])
     assert placed() == []
-    assert store.run(("HEXISTS", store.calls_key("2000"), "c1")) == [1]
-    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == []
+    assert callstate.answer({"2000": callstate.new_call("out", "deskphone", "3000", NOW)},
+                            "c1", NOW + 1) == []
+    assert callstate.finish(["2000"], "c1", NOW + 5) == []
+    assert waited == []
+    monkeypatch.undo()
     assert store.run(("LLEN", store.history_key("2000"))) == [1]
     assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
 
@@ -44,7 +54,7 @@ def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, 
 def test_a_watched_user_is_written_waiting_and_told_at_once(redis_url, carol):
     watch()
     assert placed() == ["2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == ["2000"]
+    assert callstate.finish(["2000"], "c1", NOW + 5) == ["2000"]
     assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
 
 
@@ -79,8 +89,8 @@ def test_each_call_event_finds_a_watcher_the_cache_had_not_seen(redis_url, carol
         return found
     party = callstate.Participants(callee="2000")
     party.calls["2000"] = callstate.new_call("in", "deskphone", "3000", NOW, 30)
-    assert callstate.start(party, "c1", NOW, post=True) == [] and served() == [b"2000"]
-    assert callstate.answer(party.calls, "c1", NOW + 1, post=True)[1] == []
+    assert callstate.start(party, "c1", NOW) == [] and served() == [b"2000"]
+    assert callstate.answer(party.calls, "c1", NOW + 1) == []
     assert served() == [b"2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 5, post=True) == [] and served() == [b"2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 6, post=True) == [] and served() == []
+    assert callstate.finish(["2000"], "c1", NOW + 5) == [] and served() == [b"2000"]
+    assert callstate.finish(["2000"], "c1", NOW + 6) == [] and served() == []

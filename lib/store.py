@@ -162,10 +162,8 @@ def acknowledged(r=None, reroutes=True):
         client()
     wanted = _redis_wait
     if not wanted:
-        if reroutes and r is None:
-            run(("PING",))
-        elif reroutes:
-            r.ping()
+        if reroutes:
+            run(("PING",)) if r is None else r.ping()
         return
 
     def wait(r):
@@ -387,8 +385,9 @@ POST_WINDOW = 64
 def post(*commands):
     """Send `commands` without waiting for their replies. A command refused with an error
     reply (a master demoted by a failover, a script Redis forgot) is sent again, waiting,
-    when the replies are read. A lost connection loses the posts it took, as it does a
-    write of run() it refused."""
+    when the replies are read. Posts whose replies a connection Redis closed took with it
+    go again on the new one (_exchange); a timeout loses them, as it does a write of
+    run()."""
     global _link
     _link = _current(_link)
     _exchange(_link, commands, post=True)
@@ -439,12 +438,13 @@ def evalsha(lua, keys=(), args=(), exchange=None, before=()):
     it yet, e.g. after a restart or a failover. `before`: commands sent ahead of it in the
     same round trip (their replies are not returned)."""
     exchange = exchange or run
+    command = script_command(lua, keys, args)
     try:
-        return exchange(*before, script_command(lua, keys, args))[-1]
+        return exchange(*before, command)[-1]
     except redis.ResponseError as exc:
         if not str(exc).startswith("NOSCRIPT"):
             raise
-        return exchange(*before, ("EVAL", lua, len(keys), *keys, *args))[-1]
+        return exchange(*before, _whole(command))[-1]
 
 
 def script_command(lua, keys=(), args=()):

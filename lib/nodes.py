@@ -14,7 +14,7 @@ import time
 
 import msgpack
 
-from lib import provisioning, store
+from lib import provisioning, sipmsg, store
 
 NODES_KEY = "ua:nodes"
 RELAY_PARAM = "ua_relay"
@@ -67,19 +67,8 @@ def replies_need_alias(contacts, node):
     proxy, or behind a NAT (registered from another address than its Contact names). A
     device reached where its Contact says needs nothing, and its replies no Python."""
     return any(c["conid"] is not None or c["node"] != node
-               or _host_port(c["uri"]) != _host_port(c["source"]) for c in contacts)
-
-
-def _host_port(uri):
-    """host:port of a SIP URI (5060 when it names none), for comparing two addresses."""
-    rest = uri.split(":", 1)[1].split(";", 1)[0].split("?", 1)[0]
-    rest = rest.rsplit("@", 1)[-1]
-    if rest.startswith("["):
-        host, _, port = rest[1:].partition("]")
-        port = port.lstrip(":")
-    else:
-        host, _, port = rest.partition(":")
-    return host.lower(), port or "5060"
+               or sipmsg.uri_host_port(c["uri"]) != sipmsg.uri_host_port(c["source"])
+               for c in contacts)
 
 
 def is_relayed(ruri):

@@ -77,6 +77,19 @@ def parse_contact(value):
     return uri, parse_params(rest)
 
 
+def uri_host_port(uri):
+    """(host, port) of a SIP URI, the port "5060" when it names none, to compare two
+    addresses."""
+    rest = uri.split(":", 1)[1].split(";", 1)[0].split("?", 1)[0]
+    rest = rest.rsplit("@", 1)[-1]
+    if rest.startswith("["):
+        host, _, port = rest[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = rest.partition(":")
+    return host.lower(), port or "5060"
+
+
 def format_params(params):
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 

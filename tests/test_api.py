@@ -5,6 +5,7 @@ import time
 
 import msgpack
 import pytest
+import redis
 
 from lib import api, mds_health, store
 from lib.provisioning import ha1
@@ -755,3 +756,15 @@ def test_health_degraded_while_media_relay_unreachable(call, tmp_path):
         rtpengine.stop()
     resp = call("GET", "/api/v1/health", env_over=over)
     assert (resp.status, resp.body["reason"]) == (503, "media relay unreachable")
+
+
+def test_a_change_is_answered_only_after_every_cache_heard_of_it(call, users, monkeypatch):
+    """The API's answer follows store.acknowledged's round trip (tests/test_store_unit.py
+    shows why it must); a read acknowledges nothing."""
+    pings, ping = [], redis.Redis.ping
+    monkeypatch.setattr(redis.Redis, "ping", lambda self, **kw: (pings.append(1),
+                                                                 ping(self, **kw))[1])
+    path = "/api/v1/users/1000/device"
+    assert call("PUT", path, {"device": "deskphone"}, ADMIN).status == 200 and pings == [1]
+    assert call("GET", path, headers=ADMIN).status == 200 and pings == [1]
+    assert call("PUT", path, {"device": "nope"}, ADMIN).status == 400 and pings == [1]

@@ -177,3 +177,20 @@ def test_register_writes_in_one_round_trip_and_ttl_only_grows(redis_url, r, monk
     short = process_register(request(["<sip:b@h>"], "60", call_id="b"), "ua", {}, now, 5)
     registrar.apply("1000", short)                  # saw only its own binding
     assert r.ttl(store.contacts_key("1000")) > 3600
+
+
+def test_a_200_that_reroutes_waits_until_every_cache_heard_and_a_refresh_does_not(
+        redis_url, monkeypatch):
+    """store.acknowledged's round trip comes after the write (tests/test_store_unit.py
+    shows why it must)."""
+    sent, run = [], store.run
+    monkeypatch.setattr(store, "run", lambda *commands: (
+        sent.append([c[0] for c in commands]), run(*commands))[1])
+    now = time.time()
+    first = process_register(request(["<sip:a@h>"], "600"), "ua", {}, now, 5)
+    registrar.apply("1000", first)
+    assert [c[0] for c in sent] == ["MULTI", "PING"]
+    sent.clear()
+    registrar.apply("1000", process_register(request(["<sip:a@h>"], "600", cseq=2), "ua",
+                                             registrar.load("1000")[2], now, 5))
+    assert [c[0] for c in sent] == ["HMGET", "MULTI"]        # the load, then the write

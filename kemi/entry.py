@@ -281,9 +281,6 @@ class kamailio:
     def forget_entries(self):
         KSR.htable.sht_rm(CALLS_TABLE, pv("$ci"))
 
-    def call_users(self):
-        return list(self.call_entries())
-
     def answered(self):
         """The ACK of a 2xx: its call is answered (the ACK of a second fork's 2xx, or of a
         re-INVITE's, finds nothing left to answer). Recorded at the ACK, not the 2xx, so
@@ -306,7 +303,7 @@ class kamailio:
 
     def end_unanswered(self):
         """The call's transaction failed for good: no ACK of a 2xx will answer it."""
-        users = self.call_users()
+        users = list(self.call_entries())
         self.forget_entries()
         self.end_call(users)
 

@@ -48,15 +48,19 @@ import csv
 import io
 import re
 
-from lib import api, provisioning, store
-
-IMPORT_PATH = api.PREFIX + "/users/import"
-EXPORT_PATH = api.PREFIX + "/users/export"
-CSV_TYPE = "text/csv; charset=utf-8"
+from lib import provisioning, store
 
 COLUMNS = ("exten", "firstname", "lastname", "line_type", "sip_secret", "ha1", "mds",
            "dids", "ring_seconds", "groups", "queues", "pickup_groups", "paging_groups",
            "callfilters", "agent", "switchboard")
+
+# After COLUMNS: importing api imports openapi, which documents them (this module may be
+# the first one imported).
+from lib import api  # noqa: E402
+
+IMPORT_PATH = api.PREFIX + "/users/import"
+EXPORT_PATH = api.PREFIX + "/users/export"
+CSV_TYPE = "text/csv; charset=utf-8"
 REQUIRED = ("exten", "line_type")
 LIST_SEP = ";"
 HA1_LOWER_RE = re.compile(r"[0-9a-f]{32}")

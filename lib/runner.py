@@ -78,7 +78,9 @@ def rtp_interface(env):
     return host_address(env) + (f"!{env['UA_ADVERTISE']}" if env.get("UA_ADVERTISE") else "")
 
 
-LISTENER_PORTS = ("UA_SIP_PORT", "UA_TLS_PORT", "UA_HTTP_PORT", "UA_HTTPS_PORT")
+# Kamailio's listeners: (protocol, the setting that holds the port)
+LISTENERS = (("udp", "UA_SIP_PORT"), ("tcp", "UA_SIP_PORT"), ("tls", "UA_TLS_PORT"),
+             ("tcp", "UA_HTTP_PORT"), ("tls", "UA_HTTPS_PORT"))
 
 
 def rtp_range(env):
@@ -86,12 +88,13 @@ def rtp_range(env):
 
 
 def check_rtp_range(env):
-    """A listener port inside the embedded rtpengine's media range is refused: rtpengine
-    binds its media sockets with SO_REUSEADDR, as Kamailio does, so the kernel hands that
-    port's SIP to whichever call's RTCP got it last, until the call ends (make bench lost
-    30 s of calls so when a test port fell there)."""
+    """A UDP listener port inside the embedded rtpengine's media range is refused:
+    rtpengine binds its media sockets with SO_REUSEADDR, as Kamailio does, so the kernel
+    hands that port's SIP to whichever call's RTCP got it last, until the call ends (make
+    bench lost 30 s of calls so when a test port fell there). Media is UDP only: a TCP or
+    TLS listener there shares nothing with it."""
     low, high = rtp_range(env)
-    for name in LISTENER_PORTS:
+    for name in {name for proto, name in LISTENERS if proto == "udp"}:
         if low <= int(env[name]) <= high:
             raise SystemExit(f"ua-proxy: {name} {env[name]} is inside the RTP port range "
                              f"{low}-{high} (UA_RTP_PORT_MIN/UA_RTP_PORT_MAX): rtpengine "
@@ -160,8 +163,7 @@ def kamailio_command(env, run_dir):
            # TLSF: Kamailio's default allocator (qm) searches its free lists, and the many
            # short-lived values of the Python glue made that 20 % of a call's CPU (make bench)
            "-x", "tlsf"]
-    for proto, port in (("udp", "UA_SIP_PORT"), ("tcp", "UA_SIP_PORT"), ("tls", "UA_TLS_PORT"),
-                        ("tcp", "UA_HTTP_PORT"), ("tls", "UA_HTTPS_PORT")):
+    for proto, port in LISTENERS:
         cmd += ["-l", f"{proto}:{host}:{env[port]}" + (f"/{advertise}:{env[port]}" if advertise else "")]
     for name, value in defines.items():
         cmd += ["-A", f"{name}={value}"]

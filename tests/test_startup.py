@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from lib import runner
 from tests.support.sipp import free_port
 from tests.support.proxy import ROOT, Proxy
 
@@ -97,3 +100,12 @@ def test_a_listener_port_inside_the_rtp_range_is_refused_with_a_clear_error(tmp_
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert "UA_SIP_PORT 35443 is inside the RTP port range 30000-39999" in run.stderr
+
+
+def test_only_the_udp_sip_port_must_stay_out_of_the_rtp_range():
+    """Media is UDP: the TLS, HTTP and HTTPS listeners (TCP) may lie inside its range."""
+    ports = {"UA_SIP_PORT": "5060", "UA_TLS_PORT": "35061", "UA_HTTP_PORT": "38080",
+             "UA_HTTPS_PORT": "38443"}
+    runner.check_rtp_range(ports)               # accepted: nothing raised
+    with pytest.raises(SystemExit, match="UA_SIP_PORT 35060 is inside"):
+        runner.check_rtp_range({**ports, "UA_SIP_PORT": "35060"})

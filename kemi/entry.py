@@ -41,6 +41,17 @@ def pv(name):
     return KSR.pv.get(name)
 
 
+def header_values(name):
+    """Every header of that name, each read whole. KSR.hdr.get_idx hands over the parsed
+    header's own text; a pseudo-variable ($(hdr(X)[*])) copies into a buffer of
+    pv_buffer_size bytes and gives nothing at all when the values do not fit, which
+    would read as an absent header (a REGISTER of a thousand bindings as a query)."""
+    values = []
+    while (value := KSR.hdr.get_idx(name, len(values))) is not None:
+        values.append(value)
+    return values
+
+
 def reply(code, text, headers=()):
     for header in headers:
         KSR.hdr.append_to_reply(header + "\r\n")
@@ -65,6 +76,9 @@ def guarded(fn, *args):
         count("ua_store_errors_total")
         if can_answer():
             store_unavailable()
+    except sipmsg.SipSyntaxError as exc:
+        if can_answer():
+            reply(400, f"Bad Request ({exc})")
     except UnicodeDecodeError:
         # KSR hands values over as UTF-8 text: bytes that are not are bad input.
         if can_answer():
@@ -356,14 +370,13 @@ class kamailio:
             return
         proto = pv("$pr")
         bound = proto in CONNECTION_PROTOS
-        contacts = KSR.pv.get("$(hdr(Contact)[*])")
         req = registrar.RegisterRequest(
             number=number, transport=proto,
             source=f"sip:{pv('$si')}:{pv('$sp')};transport={URI_TRANSPORT.get(proto, proto)}",
             socket=f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}",
             conid=KSR.pv.get("$conid") if bound else None,
             peer=f"{pv('$si')}:{pv('$sp')}" if bound else None,
-            contacts=[contacts] if contacts else [],
+            contacts=header_values("Contact"),
             expires=KSR.hdr.get("Expires"), call_id=pv("$ci"),
             cseq=int(pv("$cs")), node=CFG.node_id, node_addr=CFG.node_addr)
         now = time.time()
@@ -453,8 +466,8 @@ class kamailio:
         return ctx, routing.route_incoming(ctx.callee, ctx.callee_selected, self.reachable(ctx))
 
     def diverted(self):
-        values = KSR.pv.get("$(hdr(Diversion)[*])")
-        return forwarding.diverted_numbers(sipmsg.split_values(values)) if values else []
+        return forwarding.diverted_numbers(
+            sipmsg.split_headers(header_values("Diversion")))
 
     def apply(self, plan, diverted):
         """Send the request where the plan says: in the request route, or in the failure
@@ -475,7 +488,8 @@ class kamailio:
             KSR.seturi(decision.ruri)
             KSR.resetdsturi()                 # a retarget after ringing a device
             KSR.corex.set_send_socket(f"udp:{CFG.listen}:{CFG.sip_port}")
-            KSR.tm.t_reset_fr()
+            KSR.tm.t_reset_fr()          # the MDS's own timers, not the device's ring time
+            KSR.tm.t_reset_max_lifetime()
         else:
             self.set_branches(decision.contacts)
         if KSR.is_INVITE():
@@ -492,7 +506,9 @@ class kamailio:
         """The ring time of the user whose devices ring, and what the failure route needs
         to decide without asking again (kept with the transaction)."""
         user = plan.ctx.callee
-        KSR.tm.t_set_fr(*forwarding.ring_timers_ms(ring.device, user["ring_seconds"]))
+        timers = forwarding.ring_timers_ms(ring.device, user["ring_seconds"])
+        KSR.tm.t_set_fr(timers.fr_inv, timers.fr)
+        KSR.tm.t_set_max_lifetime(timers.lifetime, 0)
         KSR.pvx.avp_sets(PLAN_AVP, json.dumps({
             "number": user["number"], "device": ring.device,
             "ring_seconds": user["ring_seconds"], "forwards": plan.ctx.callee_forwards,
@@ -630,13 +646,12 @@ class kamailio:
             return
         number, proto = ctx.callee["number"], pv("$pr")
         ours = f"<sip:{number}@{pv('$Ri')}:{pv('$Rp')};transport={URI_TRANSPORT.get(proto, proto)}>"
-        routes = KSR.pv.get("$(hdr(Record-Route)[*])")
         sub = blf.new_subscription(
-            number, CFG.domain, pv("$ci"), KSR.hdr.get("From"), KSR.pv.get("$ltt"),
+            number, CFG.domain, pv("$ci"), KSR.hdr.get("From"), KSR.pv.get("$ltt(s)"),
             sipmsg.parse_contact(sipmsg.split_values(contact)[0])[0],
             f"sip:{pv('$si')}:{pv('$sp')};transport={URI_TRANSPORT.get(proto, proto)}",
             f"{LISTENER_PROTO.get(proto, proto)}:{pv('$Ri')}:{pv('$Rp')}", ours,
-            sipmsg.split_values(routes) if routes else [], expires, time.time())
+            sipmsg.split_headers(header_values("Record-Route")), expires, time.time())
         reply(200, "OK", [f"Expires: {expires}", f"Contact: {ours}"])
         send_notify(blf.subscribe(sub, time.time()) if expires
                     else blf.notify(sub, "unavailable", time.time(), "timeout")[1])

@@ -69,11 +69,25 @@ def after_failure(number, forwards, device, code, any_reply, rung_fields, deskph
     return None      # 600, 487 and the rest reach the caller unchanged
 
 
+@dataclass(frozen=True)
+class RingTimers:
+    """tm's timers for a ringing device (milliseconds).
+
+    fr_inv: the ring time once the device answered provisionally; fr: until then (a
+    browser must show a sign of life within BROWSER_SIGN_OF_LIFE_MS). tm re-arms fr_inv
+    on every provisional of a higher code (100, 180, then a 183 of early media), so the
+    ring time itself is the transaction's lifetime: it counts from the INVITE sent to
+    the device and no reply moves it (contract section 5)."""
+    fr_inv: int
+    fr: int
+    lifetime: int
+
+
 def ring_timers_ms(device, ring_seconds):
-    """(fr_inv, fr) for tm: the ring time runs from the INVITE sent to the device; a
-    browser must show a sign of life within BROWSER_SIGN_OF_LIFE_MS."""
     ring_ms = ring_seconds * 1000
-    return ring_ms, (BROWSER_SIGN_OF_LIFE_MS if device == WEBRTC else ring_ms)
+    return RingTimers(fr_inv=ring_ms,
+                      fr=BROWSER_SIGN_OF_LIFE_MS if device == WEBRTC else ring_ms,
+                      lifetime=ring_ms)
 
 
 def diverted_numbers(diversion_values):

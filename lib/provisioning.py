@@ -20,7 +20,7 @@ import re
 
 import redis
 
-from lib import store
+from lib import sipmsg, store
 
 LINE_TYPES = ("sip", "webrtc", "ua")
 DEVICES = ("webrtc", "deskphone")
@@ -37,9 +37,6 @@ NUMBER_RE = re.compile(r"[0-9]{1,20}")
 HA1_RE = re.compile(r"[0-9a-fA-F]{32}")
 DID_RE = re.compile(r"\+?[0-9]{1,20}")
 MDS_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-HOSTNAME_RE = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 USER_FIELDS = ("number", "name", "password", "line_type", "mds", "dids", "ring_seconds",
                "memberships")
@@ -367,36 +364,13 @@ def parse_sip_uri(uri):
     """(host, port or None) of `sip:host[:port]`, raising Invalid. IPv6 hosts in brackets."""
     if not isinstance(uri, str) or not uri.lower().startswith("sip:"):
         raise Invalid("uri must be sip:host:port")
-    rest = uri[4:]
-    if "@" in rest or ";" in rest or "?" in rest:
+    try:
+        parsed = sipmsg.parse_uri(uri)
+    except sipmsg.SipSyntaxError as exc:
+        raise Invalid(f"uri: {exc}") from None
+    if parsed.user is not None or parsed.params or parsed.headers:
         raise Invalid("uri must be sip:host:port (no user part or parameters)")
-    port = None
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            raise Invalid("uri: unterminated IPv6 reference")
-        host, tail = rest[1:end], rest[end + 1:]
-        try:
-            # A zone ID (fe80::1%eth0) means nothing to a remote SIP peer.
-            if "%" in host:
-                raise ValueError(host)
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise Invalid("uri: invalid IPv6 address") from None
-        if tail:
-            if not tail.startswith(":"):
-                raise Invalid("uri must be sip:host:port")
-            port = tail[1:]
-    else:
-        host, sep, port_text = rest.partition(":")
-        port = port_text if sep else None
-        if not HOSTNAME_RE.fullmatch(host):
-            raise Invalid("uri: invalid host")
-    if port is not None:
-        if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
-            raise Invalid("uri: port must be 1 to 65535")
-        port = int(port)
-    return host, port
+    return parsed.host, parsed.port
 
 
 def validate_mds(name, body):

@@ -57,7 +57,7 @@ def process_register(req, line_type, stored, now, max_contacts,
     current = live(stored, now)
     expired = [f for f in stored if f not in current]
     try:
-        values = [sipmsg.parse_contact(v) for h in req.contacts for v in sipmsg.split_values(h)]
+        values = [sipmsg.parse_contact(v) for v in sipmsg.split_headers(req.contacts)]
         header_expires = None if req.expires is None else sipmsg.parse_delta_seconds(req.expires)
         requested = [(uri, params, contact_expires(params, header_expires, default_expires))
                      for uri, params in values]

@@ -1,10 +1,94 @@
-"""The little SIP syntax the decisions need: splitting header values and name-addr
-parameters (RFC 3261 sections 20.10 and 25.1). Kamailio has already checked the
-message's basic syntax; this reads Contact and Expires values."""
+"""The little SIP syntax the decisions need: splitting header values, name-addr
+parameters and SIP URIs (RFC 3261 sections 19.1, 20.10 and 25.1). Kamailio has already
+checked the message's basic syntax, not the URIs inside a Contact: this reads Contact and
+Expires values and refuses what the grammar does not allow."""
+import ipaddress
+import re
+from dataclasses import dataclass
 
 
 class SipSyntaxError(ValueError):
     pass
+
+
+# RFC 3261 section 25.1, character classes of the SIP-URI rules.
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+_ESCAPED = r"%[0-9A-Fa-f]{2}"
+_USER = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
+_PASSWORD = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
+# hostname / IPv4address: labels of letters, digits and inner hyphens, 63 at most, 253 in
+# all. Laxer than RFC 3261 on one point, as the MDS addresses of the API always were: a
+# last label may start with a digit, so an IPv4 address is one of these names too.
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+_PARAM = re.compile(rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+"
+                    rf"(?:=(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})*)?")
+_HEADER = re.compile(rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})+="
+                     rf"(?:[{_UNRESERVED}\[\]/?:+$]|{_ESCAPED})*")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+@dataclass(frozen=True)
+class SipUri:
+    scheme: str             # sip or sips
+    user: str | None
+    host: str               # an IPv6 address without its brackets
+    port: int | None
+    params: str             # ";name=value..." as written
+    headers: str            # "?name=value&..." as written
+
+
+def parse_uri(uri):
+    """A SIP or SIPS URI by RFC 3261's grammar (section 25.1), or SipSyntaxError."""
+    scheme, colon, rest = uri.partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips"):
+        raise SipSyntaxError(f"not a SIP URI: {_shown(uri)}")
+    user = None
+    if "@" in rest:
+        userinfo, _, rest = rest.partition("@")
+        user, _, password = userinfo.partition(":")
+        if not _USER.fullmatch(user) or not _PASSWORD.fullmatch(password):
+            raise SipSyntaxError(f"bad user part in {_shown(uri)}")
+    rest, qmark, headers = rest.partition("?")
+    hostport, *params = rest.split(";")
+    if rest.startswith("["):
+        end = hostport.find("]")
+        host, tail = hostport[1:end], hostport[end + 1:]
+        if end < 0 or not _valid_ipv6(host):
+            raise SipSyntaxError(f"bad IPv6 reference in {_shown(uri)}")
+    else:
+        host, _, port_text = hostport.partition(":")
+        tail = hostport[len(host):]
+        if not _HOSTNAME.fullmatch(host):
+            raise SipSyntaxError(f"bad host in {_shown(uri)}")
+    port = None
+    if tail:
+        if not tail.startswith(":") or not _PORT.fullmatch(tail[1:]) \
+                or not 0 < int(tail[1:]) < 65536:
+            raise SipSyntaxError(f"bad port in {_shown(uri)}")
+        port = int(tail[1:])
+    if not all(_PARAM.fullmatch(p) for p in params):
+        raise SipSyntaxError(f"bad URI parameter in {_shown(uri)}")
+    if qmark and not all(_HEADER.fullmatch(h) for h in headers.split("&")):
+        raise SipSyntaxError(f"bad URI header in {_shown(uri)}")
+    return SipUri(scheme.lower(), user, host, port,
+                  "".join(f";{p}" for p in params), qmark + headers)
+
+
+def _shown(uri):
+    """A URI quoted in an error (and so in a reason phrase): never kilobytes of it."""
+    return repr(uri if len(uri) <= 80 else uri[:77] + "...")
+
+
+def _valid_ipv6(host):
+    # A zone ID (fe80::1%eth0) means nothing to a remote SIP peer.
+    if "%" in host:
+        return False
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def split_values(header_value):
@@ -30,6 +114,12 @@ def split_values(header_value):
         raise SipSyntaxError("unbalanced quote or angle bracket")
     parts.append("".join(current).strip())
     return [p for p in parts if p]
+
+
+def split_headers(values):
+    """The comma-separated values of a header field that may also appear several times
+    (RFC 3261 section 7.3.1), in order."""
+    return [v for header in values for v in split_values(header)]
 
 
 def parse_params(text):
@@ -72,8 +162,7 @@ def parse_contact(value):
     else:
         uri, _, rest = value.partition(";")
         uri, rest = uri.strip(), ";" + rest if rest else ""
-    if not (uri.lower().startswith("sip:") or uri.lower().startswith("sips:")):
-        raise SipSyntaxError(f"unsupported contact URI {uri!r}")
+    parse_uri(uri)
     return uri, parse_params(rest)
 
 

@@ -428,6 +428,22 @@ def deskphone_ring():
     return out
 
 
+def deskphone_early_media():
+    """Rings with early media until cancelled: INVITE, 100, 180, then a 183 with SDP 1.5 s
+    later and every 1.5 s after (as some phones and softphones repeat it), CANCEL, 200,
+    487, ACK."""
+    out = uas_start()
+    out += msg(uas_reply("100 Trying", contact=None, record_route=False, tag=False))
+    out += msg(uas_reply("180 Ringing"))
+    out += label("ringing")
+    out += recv_request("CANCEL", nxt="cancelled",
+                        extra=' timeout="1500" ontimeout="early_media"')
+    out += label("early_media")
+    out += msg(uas_reply("183 Session Progress", body=True), extra=' next="ringing"')
+    out += cancelled_tail()
+    return out
+
+
 def deskphone_reject():
     """Answers the INVITE with [code] [reason] (default 486 Busy Here) after a 180
     and ring_ms; no CANCEL handling (use deskphone_ring for that)."""
@@ -1014,6 +1030,7 @@ SCENARIOS = {
     "deskphone_answer_update": (deskphone_answer_update, "UAS: like deskphone_answer_reoffer, with UPDATE in both directions instead of re-INVITE."),
     "deskphone_answer_hangup": (deskphone_answer_hangup, "UAS: answers like deskphone_answer, then hangs up itself after talk_ms (BYE along the Record-Route)."),
     "deskphone_ring": (deskphone_ring, "UAS: rings until cancelled: INVITE, 180, CANCEL, 200, 487, ACK."),
+    "deskphone_early_media": (deskphone_early_media, "UAS: rings with early media until cancelled: INVITE, 100, 180, then a 183 with SDP every 1.5 s, CANCEL, 200, 487, ACK."),
     "deskphone_reject": (deskphone_reject, "UAS: INVITE, 180, ring_ms, final [code] [reason] (default 486 Busy Here), ACK."),
     "deskphone_call": (deskphone_call, "UAC: the deskphone calls [service] through the proxy with digest (401/407 answered once), 200, ACK, talk_ms, BYE."),
     "deskphone_call_expect_error": (deskphone_call_expect_error, "UAC: like deskphone_call but expects a final error (>= 300, after digest or not), ACKs it and ends successfully; an answered call is hung up and fails."),

@@ -54,3 +54,9 @@ def r(redis_url):
 
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.apicall"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "log_errors(*patterns): the ERROR lines a test causes on purpose (regular "
+        "expressions): quiet_log lets them through, and only them")

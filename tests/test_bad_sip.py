@@ -14,8 +14,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+from lib import store
 from tests.support.bad_sip_corpus import CORPUS, ws_subset
+from tests.support.fixtures import DESKPHONE_IP
 from tests.support.sipua import WsPhone
+from tests.support.udpclient import UdpClient
 
 SOURCE_IP = "127.0.0.40"
 UDP_TIMEOUT = 0.3      # for a first answer; after a provisional, up to PROVISIONAL_WAIT
@@ -227,3 +232,52 @@ def test_bad_sip_corpus(site, r):
         failures.append(f"new Redis keys after the corpus: {new_keys[:50]}")
 
     assert not failures, f"{len(failures)} problems:\n" + "\n".join(failures)
+
+
+# --- Contacts the registrar cannot take: refused whole, nothing stored changes ----------
+
+CONTACT_SOURCE_IP = "127.0.0.41"
+
+
+def bindings(r, number="1000"):
+    return r.hgetall(store.contacts_key(number))
+
+
+@pytest.fixture
+def registered(site, r):
+    """1000's deskphone registered over UDP: the bindings a bad REGISTER must leave as
+    they are, byte for byte."""
+    client = UdpClient(DESKPHONE_IP, site.proxy.sip_addr, site.proxy.domain)
+    assert client.register("1000", "secret")[0].status == 200
+    client.close()
+    before = bindings(r)
+    assert len(before) == 1
+    return before
+
+
+def test_a_contact_header_of_a_thousand_bindings_is_refused_not_read_as_absent(
+        site, r, registered):
+    """One Contact header listing 1,000 bindings (about 40 KB, over what Kamailio's
+    pseudo-variables can hand to Python): a 4xx, never a 200 that answers it as a query."""
+    client = UdpClient(CONTACT_SOURCE_IP, site.proxy.sip_addr, site.proxy.domain)
+    contact = ", ".join(f"<sip:1000@{CONTACT_SOURCE_IP}:{10000 + i}>" for i in range(1000))
+    start = site.proxy.log_size()
+    answer, _ = client.register("1000", "secret", contact=contact)
+    client.close()
+    assert answer is not None and 400 <= answer.status < 500, answer
+    assert bindings(r) == registered
+    assert site.proxy.errors_since(start) == []
+
+
+@pytest.mark.parametrize("contact", [
+    "<sip:1000@@bad host:xx>", "<sip:1000@bad host>", "<sip:1000@127.0.0.41:xx>",
+    "<sip:1000@127.0.0.41:70000>", "<sip:1000@[::1>", "<sip:@127.0.0.41>",
+    "<sip:1000@127.0.0.41;bad param>", "<mailto:1000@127.0.0.41>"])
+def test_a_malformed_contact_uri_gets_400_and_changes_nothing(site, r, registered, contact):
+    client = UdpClient(CONTACT_SOURCE_IP, site.proxy.sip_addr, site.proxy.domain)
+    start = site.proxy.log_size()
+    answer, _ = client.register("1000", "secret", contact=contact)
+    client.close()
+    assert answer is not None and answer.status == 400, answer
+    assert bindings(r) == registered
+    assert site.proxy.errors_since(start) == []

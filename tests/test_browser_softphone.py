@@ -14,6 +14,8 @@ from tests.support.sipp import free_port
 from tests.test_media import media_proxy, rtpengine, site  # noqa: F401
 from tests.test_unique_account import wait_until
 
+pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
+
 MDS_RTP_CALL = "tests/browser/mds_call_rtp.xml"
 TALK_MS = 6000          # the MDS hangs up after this; the pcap it plays lasts 7 s
 

@@ -9,9 +9,12 @@ import pytest
 from tests.support.fixtures import DESKPHONE_IP
 from tests.support.proxy import ROOT
 from tests.support.sipp import free_port
-from tests.support.sipua import WsPhone
+from tests.support.sipua import WsPhone, webrtc_sdp
 from tests.test_unique_account import (assert_reached_mds_as, browser, browser_calls_mds,
-                                       deskphone, deskphone_calls_mds, wait_until)
+                                       deskphone, deskphone_calls_mds, in_background,
+                                       wait_until)
+
+pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 
 RING_SECONDS = 3
 
@@ -118,6 +121,86 @@ def test_device_refusal_without_matching_rule_reaches_caller(site, code):
     assert caller.wait(15).received(code)
     assert destination.stop().received("INVITE") == []
     tab.close()
+
+
+# --- Ring time: counted from the INVITE sent to the device, whatever it answers meanwhile --
+
+EARLY_MEDIA_EVERY = 1.5     # seconds between the 183s of a device playing early media
+
+
+def ring_with_early_media(tab, invite):
+    """A browser that rings at once, then sends a 183 with an SDP answer 1.5 s later and
+    every 1.5 s after (early media, as some softphones do) until the INVITE is cancelled."""
+    def early_media():
+        tab.ring(invite)
+        time.sleep(EARLY_MEDIA_EVERY)
+        while tab.provisional(invite, 183, "Session Progress", webrtc_sdp(answer=True)):
+            time.sleep(EARLY_MEDIA_EVERY)
+    return in_background(early_media)[0]
+
+
+def assert_browser_ring_time_holds_with_early_media(site):
+    """The caller gets 408 at the ring time after the browser's INVITE, not a ring time
+    re-armed by each 183 (the first one, 1.5 s in, once made it 4.5 s for 3)."""
+    tab = browser(site)
+    caller = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    invite = tab.wait_request("INVITE", timeout=5)
+    rang_at = time.monotonic()
+    sender = ring_with_early_media(tab, invite)
+    tab.wait_request("CANCEL", timeout=RING_SECONDS + 5)
+    assert abs(time.monotonic() - rang_at - RING_SECONDS) < 0.5
+    assert caller.wait(15).received(408)
+    sender.join(EARLY_MEDIA_EVERY + 1)
+    assert sum(1 for m in tab.sent if m.is_response and m.status == 183) >= 1
+    tab.close()
+
+
+def deskphone_with_early_media(site, port):
+    assert site.sipp("deskphone_register", DESKPHONE_IP, port,
+                     keys={"user": "1000", "password": "secret"}).run().received(200)
+    return site.sipp("deskphone_early_media", DESKPHONE_IP, port, timeout=30).start()
+
+
+def ring_seconds_seen(phone):
+    """From the INVITE a SIPp device received to the CANCEL that ended its ringing, by
+    SIPp's own clock; and how many 183s it sent meanwhile."""
+    invite = phone.wait_for("INVITE", timeout=10)[0]
+    cancel = phone.wait_for("CANCEL", timeout=RING_SECONDS + 10)[0]
+    early = [m for m in phone.messages() if m.direction == "sent" and m.is_response
+             and m.status == 183 and invite.epoch <= m.epoch <= cancel.epoch]
+    return cancel.epoch - invite.epoch, len(early)
+
+
+def test_ring_time_is_not_rearmed_by_a_browsers_early_media(alice):
+    assert_browser_ring_time_holds_with_early_media(alice)
+
+
+def test_ring_time_is_not_rearmed_by_a_deskphones_early_media(alice):
+    site = alice
+    phone = deskphone_with_early_media(site, free_port(DESKPHONE_IP))
+    site.proxy.select_device("1000", "deskphone")
+    caller = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    rang, early = ring_seconds_seen(phone)
+    assert abs(rang - RING_SECONDS) < 0.5 and early >= 1, (rang, early)
+    assert caller.wait(15).received(408)
+    phone.stop()
+
+
+def test_ring_time_of_the_deskphone_after_a_dead_browser_is_whole_and_not_rearmed(alice):
+    """Rule 7: the deskphone rings with the full ring time from its own INVITE, and its
+    early media does not stretch it."""
+    site = alice
+    phone = deskphone_with_early_media(site, free_port(DESKPHONE_IP))
+    frozen = WsPhone(site.proxy.ws_url, "1000", "secret", site.proxy.domain, trying=False)
+    frozen.connect()
+    assert frozen.register().status == 200
+    caller = site.mds_calls("1000", scenario="mds_call_expect_error").start()
+    frozen.wait_request("INVITE", timeout=5)
+    rang, early = ring_seconds_seen(phone)
+    assert abs(rang - RING_SECONDS) < 0.5 and early >= 1, (rang, early)
+    assert caller.wait(15).received(408)
+    phone.stop()
+    frozen.close()
 
 
 def test_no_answer_without_rule_gives_408(alice):
@@ -228,9 +311,10 @@ def test_ring_time_also_ends_ringing_on_tcp_and_tls_deskphones(alice, transport)
 
 
 def test_longest_ring_time_is_not_cut_by_the_invite_lifetime():
-    """Checked without waiting 300 s (tm's lifetime is not readable over RPC): the
-    configuration the proxy runs with covers a 300 s ring on the browser, a 300 s ring on
-    the deskphone after rule 7, then a forward."""
+    """Checked without waiting 300 s (tm's lifetime is not readable over RPC): each
+    device's ring sets the transaction's lifetime to its ring time, and a forward to the
+    MDS goes back to tm's default, which the configuration keeps above a 300 s ring on
+    the browser and a 300 s ring on the deskphone after rule 7 together."""
     cfg = (ROOT / "kamailio.cfg").read_text()
     lifetime = re.search(r'modparam\("tm", "max_inv_lifetime", (\d+)\)', cfg)
     assert lifetime and int(lifetime.group(1)) >= 2 * 300_000 + 30_000

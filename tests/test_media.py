@@ -10,7 +10,10 @@ from tests.support.proxy import Proxy
 from tests.support.rtpengineproc import RtpengineProcess
 from tests.support.sipp import free_port
 from tests.support.sipua import webrtc_sdp
+from tests.test_forwarding import RING_SECONDS, assert_browser_ring_time_holds_with_early_media
 from tests.test_unique_account import browser, deskphone, wait_until
+
+pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 
 RTPENGINE_PORTS = range(40000, 50000)       # tests.support.rtpengineproc's port range
 
@@ -28,7 +31,6 @@ def media_proxy(redis_server, rtpengine, tmp_path_factory):
               env={"UA_MEDIA": "rtpengine", "UA_RTPENGINE_URL": rtpengine.url}).start()
     yield p
     p.stop()
-
 
 @pytest.fixture
 def site(media_proxy, redis_url, tmp_path):
@@ -115,6 +117,7 @@ def test_failed_calls_leave_no_media_session(site, rtpengine, ending):
     tab.close()
 
 
+@pytest.mark.log_errors(r"ERROR: rtpengine ")   # rtpengine is down: an operator must know
 def test_rtpengine_down_gets_503_at_once_and_recovers(site, rtpengine):
     tab = browser(site)
     rtpengine.stop()
@@ -185,3 +188,10 @@ def test_no_answer_forward_gets_plain_rtp_and_leaves_no_media_session(site, rtpe
     assert caller.wait(15).ok
     assert released(rtpengine, invite.call_id)
     tab.close()
+
+
+def test_ring_time_is_not_rearmed_by_early_media_that_rtpengine_adapts(site):
+    """The browser's 183s carry DTLS-SRTP answers that rtpengine turns into plain RTP on
+    their way to the MDS: still the ring time from the INVITE (contract section 5)."""
+    site.proxy.provision_user("1000", "ua", mds="mds1", name="Alice", ring_seconds=RING_SECONDS)
+    assert_browser_ring_time_holds_with_early_media(site)

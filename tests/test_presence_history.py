@@ -10,6 +10,8 @@ from tests.support.fixtures import DESKPHONE_IP
 from tests.test_forwarding import forwards
 from tests.test_unique_account import browser, deskphone, wait_until
 
+pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
+
 
 def presence(site, number="1000", auth=("1001", "secret")):
     """Read as a colleague (Bob's own credentials): presence is readable by any user."""
@@ -121,6 +123,9 @@ def test_unsubscribe_gets_a_terminating_notify(site):
         "service": "1000", "user": "1001", "password": "secret"}).run()
     assert outcome.ok, outcome.describe()
     assert outcome.received("NOTIFY")[-1].header("Subscription-State").startswith("terminated")
+    # Every NOTIFY belongs to the dialog our 2xx made: its From tag is that 2xx's To tag.
+    accepted = [m for m in outcome.final_responses("SUBSCRIBE") if m.status < 300][0]
+    assert accepted.to_tag and {n.from_tag for n in outcome.received("NOTIFY")} == {accepted.to_tag}
 
 
 def test_subscription_expiry_gets_a_terminating_notify(site):

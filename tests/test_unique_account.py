@@ -9,6 +9,7 @@ from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
 
+pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 
 
 def browser(site, number="1000", password="secret", register=True):

@@ -1,5 +1,6 @@
 """Integration fixtures: one proxy (real Kamailio) for the session on the session's Redis,
 and per test a clean store with the MDS and users of the seed's examples provisioned."""
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -52,3 +53,17 @@ def provision_site(proxy, workdir):
 def site(proxy, redis_url, tmp_path):
     """The seed's example behind a proxy that passes SDP unchanged."""
     return provision_site(proxy, tmp_path)
+
+
+@pytest.fixture
+def quiet_log(site, request):
+    """Normal traffic writes no ERROR line (contract section 11): a module of normal
+    traffic uses it for every test (`pytestmark = pytest.mark.usefixtures("quiet_log")`);
+    a test that breaks something on purpose names the lines that causes
+    (`@pytest.mark.log_errors(pattern, ...)`)."""
+    marker = request.node.get_closest_marker("log_errors")
+    expected = [re.compile(p) for p in (marker.args if marker else ())]
+    start = site.proxy.log_size()
+    yield
+    assert [line for line in site.proxy.errors_since(start)
+            if not any(p.search(line) for p in expected)] == []

@@ -2,6 +2,7 @@
 and a given Redis, ready when /api/v1/health answers 200, stopped by its PID."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from tests.support.sipp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOKEN = "test-admin-token"
+# Kamailio's levels above WARNING, and Python's (the runner's and the API's loggers).
+ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL|CRIT|ALERT|BUG|EMERG):")
 
 
 class Proxy:
@@ -99,6 +102,16 @@ class Proxy:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def log_size(self):
+        return self.log_path.stat().st_size
+
+    def errors_since(self, offset):
+        """The ERROR (and worse) lines the proxy logged after `offset` (a log_size())."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", "replace")
+        return [line for line in text.splitlines() if ERROR_LINE.search(line)]
 
     def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
         """(status, parsed JSON or None, headers) of one API request."""

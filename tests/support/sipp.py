@@ -977,6 +977,7 @@ def _selftest() -> int:
     pairs = [("mds_call", "deskphone_answer", {}, None),
              ("mds_call_remote_bye", "deskphone_answer_hangup", {}, None),
              ("mds_call_cancel", "deskphone_ring", {"ring_ms": 200}, None),
+             ("mds_call_cancel", "deskphone_early_media", {"ring_ms": 2000}, None),
              ("mds_call_expect_error", "deskphone_reject", {}, None),
              ("deskphone_call", "mds_answer", {}, None),
              ("deskphone_call_expect_error", "deskphone_reject", {}, None),

@@ -718,13 +718,21 @@ class WsPhone:
 
     def ring(self, req: SipMessage) -> None:
         """Send 180 Ringing (with our To-tag and Contact)."""
+        if not self.provisional(req, 180, "Ringing"):
+            raise RuntimeError(f"{self.name}: cannot ring, the INVITE is no longer ringing")
+
+    def provisional(self, req: SipMessage, status: int, reason: str, sdp: str | None = None) -> bool:
+        """Send a provisional response (with our To-tag and Contact; 183 with an SDP answer
+        is early media). False once the INVITE is no longer ringing (cancelled...)."""
         with self._cond:
             inv = self._server_invite(req)
             if inv.state != "proceeding":
-                raise RuntimeError(f"{self.name}: cannot ring, the INVITE is {inv.state}")
+                return False
+            body = ("", None) if sdp is None else (sdp, "application/sdp")
             inv.last_response = self._response(
-                req, 180, "Ringing", inv.to_tag, [("Contact", self._dialog_contact())])
+                req, status, reason, inv.to_tag, [("Contact", self._dialog_contact())], *body)
             self._send(inv.last_response)
+            return True
 
     def answer(self, req: SipMessage, ring: bool = True, sdp: str | None = None, headers=()) -> Dialog:
         """180 (if ring) then 200 OK with an SDP answer. The 200 is retransmitted until

@@ -27,15 +27,17 @@ class UdpClient:
     def close(self):
         self.sock.close()
 
-    def build(self, method, user, ruri=None, call_id=None, cseq=1, headers=(), expires=600):
-        """A request from `user` (a REGISTER of its own AOR, else to `ruri`'s user)."""
+    def build(self, method, user, ruri=None, call_id=None, cseq=1, headers=(), expires=600,
+              contact=None):
+        """A request from `user` (a REGISTER of its own AOR, else to `ruri`'s user);
+        contact: the Contact header's value, by default this client's own address."""
         ruri = ruri or f"sip:{self.proxy[0]}:{self.proxy[1]}"
         to = f"<sip:{user}@{self.domain}>" if method == "REGISTER" else f"<{ruri}>"
         lines = [f"{method} {ruri} SIP/2.0",
                  f"Via: SIP/2.0/UDP {self.local};branch=z9hG4bK{uuid.uuid4().hex};rport",
                  "Max-Forwards: 70", f"From: <sip:{user}@{self.domain}>;tag={uuid.uuid4().hex[:8]}",
                  f"To: {to}", f"Call-ID: {call_id or uuid.uuid4().hex}", f"CSeq: {cseq} {method}",
-                 f"Contact: <sip:{user}@{self.local}>"]
+                 f"Contact: {contact or f'<sip:{user}@{self.local}>'}"]
         if method == "REGISTER":
             lines.append(f"Expires: {expires}")
         lines += list(headers)
@@ -72,23 +74,25 @@ class UdpClient:
         name = "Proxy-Authorization" if challenge.status == 407 else "Authorization"
         return name, _digest(_challenges(challenge)[0], method, ruri, user, password)
 
-    def answered_register(self, user, password, call_id=None, cseq=1, expires=600):
+    def answered_register(self, user, password, call_id=None, cseq=1, expires=600,
+                          contact=None):
         """A REGISTER sent, and its 401 answered: (the REGISTER with credentials, not sent
         yet, or None when the first answer was no 401; that first answer; the credentials
         line)."""
         call_id = call_id or uuid.uuid4().hex
         first, _ = self.transact(self.build("REGISTER", user, call_id=call_id, cseq=cseq,
-                                            expires=expires))
+                                            expires=expires, contact=contact))
         if first is None or first.status != 401:
             return None, first, None
         ruri = f"sip:{self.proxy[0]}:{self.proxy[1]}"
         name, value = self.authorization(first, "REGISTER", ruri, user, password)
         line = f"{name}: {value}"
         return self.build("REGISTER", user, call_id=call_id, cseq=cseq + 1, headers=[line],
-                          expires=expires), first, line
+                          expires=expires, contact=contact), first, line
 
-    def register(self, user, password, expires=600):
+    def register(self, user, password, expires=600, contact=None):
         """REGISTER, answered challenge: (final response, the 'Name: value' credentials
         line sent)."""
-        text, first, line = self.answered_register(user, password, expires=expires)
+        text, first, line = self.answered_register(user, password, expires=expires,
+                                                   contact=contact)
         return (self.transact(text)[0] if text else first), line

@@ -1,5 +1,5 @@
 # The two commands a user needs: `make run` and `make test`. Both prepare what is missing.
-.PHONY: setup run test unit bench soak
+.PHONY: setup run test unit bench soak image
 
 setup:
 	@scripts/setup.sh
@@ -22,3 +22,8 @@ bench: setup
 # Not part of `make test`: SOAK_SECONDS (600) at SOAK_CALL_RATE, see bench/soak.py.
 soak: setup
 	.venv/bin/python -m bench.soak
+
+# The proxy's image (docker/Dockerfile) as UA_IMAGE (ua-proxy:latest): docker when an engine
+# answers, else podman, building its Debian base with debootstrap when no registry serves it.
+image: setup
+	scripts/image.sh

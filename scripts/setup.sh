@@ -9,7 +9,8 @@ PACKAGES=(kamailio kamailio-python3-modules kamailio-websocket-modules kamailio-
           kamailio-redis-modules kamailio-utils-modules kamailio-extra-modules
           kamailio-presence-modules kamailio-json-modules redis-server rtpengine-daemon
           sip-tester openssl chromium baresip
-          python3-venv python3-dev)
+          python3-venv python3-dev
+          podman buildah podman-compose debootstrap runc catatonit netavark aardvark-dns)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -28,12 +29,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# The proxy's packages (requirements.txt, all the image installs) and the tests' and
+# benchmarks' (requirements-test.txt), installed again when either file changes.
 stamp=.venv/.requirements
-if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt "$stamp"; then
+if [ ! -x .venv/bin/python ] || ! cat requirements.txt requirements-test.txt | cmp -s - "$stamp"; then
   echo "setup: preparing .venv"
   /usr/bin/python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-  cp requirements.txt "$stamp"
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt
+  cat requirements.txt requirements-test.txt > "$stamp"
 fi
 
 # `ua-admin` (lib/admin_cli.py) as a command of the venv: an editable install of this

@@ -52,8 +52,8 @@ def store_unavailable():
 
 
 def count(family, *labels):
-    """One more in a shared-memory counter of lib/metrics (atomic across processes)."""
-    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(family, 1, *labels)
+    if CFG.metrics:
+        metrics.count(family, *labels)
 
 
 def guarded(fn, *args):
@@ -109,10 +109,6 @@ def send_notify(message):
 
 class kamailio:
     def child_init(self, rank):
-        if rank == 1:   # once, in the first SIP worker: every series exists from the start
-            for family, series in metrics.COUNTERS.items():
-                for labels in series:
-                    getattr(KSR.xhttp_prom, f"counter_reset_l{len(labels)}")(family, *labels)
         return 0
 
     # --- SIP requests -----------------------------------------------------------------
@@ -381,9 +377,9 @@ class kamailio:
     def initial(self):
         started = time.perf_counter()
         self.route_initial()
-        # The request is on its way already: a metrics problem must not reach it.
-        quietly(KSR.xhttp_prom.histogram_observe_l0, metrics.ROUTING_HISTOGRAM,
-                f"{time.perf_counter() - started:.6f}")
+        if CFG.metrics:
+            # The request is on its way already: a metrics problem must not reach it.
+            quietly(metrics.observe_routing, time.perf_counter() - started)
 
     def route_initial(self):
         if KSR.is_PUBLISH():
@@ -667,10 +663,7 @@ class kamailio:
     # --- MDS health: OPTIONS probes from a timer process of their own ---------------------
 
     def ksr_mds_timer(self, msg, *args):
-        def probe():
-            for name, up in MDS_PROBER.tick(time.time()).items():
-                KSR.xhttp_prom.gauge_set_l1(mds_health.GAUGE, "1" if up else "0", name)
-        return guarded(probe)
+        return guarded(MDS_PROBER.tick, time.time())
 
     # --- connections ------------------------------------------------------------------
 
@@ -720,9 +713,6 @@ class kamailio:
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")  # no HTTP on SIP ports
             return
         path = KSR.xhttp.get_hu() or "/"
-        if path.split("?")[0] == "/metrics":
-            self.metrics()
-            return
         upgrade = (KSR.hdr.get("Upgrade") or "").lower()
         if upgrade == "websocket":
             self.websocket_upgrade(path)
@@ -741,15 +731,6 @@ class kamailio:
             count("ua_auth_failures_total", "api")
         elif name == "store_error":
             count("ua_store_errors_total")
-
-    def metrics(self):
-        """Prometheus text: gauges counted in Redis now, then xhttp_prom renders it all."""
-        try:
-            for (family, device), value in metrics.gauge_values(time.time()).items():
-                KSR.xhttp_prom.gauge_set_l1(family, str(value), device)
-        except store.StoreUnavailable:
-            count("ua_store_errors_total")     # counters are still worth a scrape
-        KSR.xhttp_prom.dispatch()
 
     def websocket_upgrade(self, path):
         origin = KSR.hdr.get("Origin")

@@ -35,6 +35,7 @@ class Config:
     context_cache: int          # call contexts a process keeps (lib/store.cached_script)
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
+    metrics: bool               # UA_METRICS=0: the SIP side counts nothing (make bench)
 
 
 def load(env=None) -> Config:
@@ -71,6 +72,7 @@ def load(env=None) -> Config:
         context_cache=max(0, int(env.get("UA_CONTEXT_CACHE", "4096"))),
         flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
+        metrics=env.get("UA_METRICS", "1") != "0",
     )
 
 

@@ -24,7 +24,6 @@ from lib import store
 from lib.provisioning import parse_sip_uri
 
 PROBE_TIMEOUT = 2.0      # contract: a probe unanswered within 2 s is missed
-GAUGE = "ua_mds_up"      # declared in kamailio.cfg (xhttp_prom), label `mds`
 
 
 def key(node):
@@ -184,8 +183,8 @@ class Prober:
         self.next_round = 0.0
 
     def tick(self, now):
-        """Run a round when one is due: {name: up} of the MDS whose health is known, for
-        the gauges; {} when no round ran."""
+        """Run a round when one is due: {name: up} of the MDS whose health is known; {}
+        when no round ran."""
         if now < self.next_round:
             return {}
         interval = self.cfg.mds_probe_interval

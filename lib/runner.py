@@ -212,6 +212,12 @@ def main():
         started.append(rtpengine_proc)
         log(f"embedded rtpengine, ng control at {env['UA_RTPENGINE_URL']}")
 
+    run_dir = var / "run" / env["UA_NODE_ID"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # The metrics' files, one per counting process (lib/metrics), made from here on:
+    # before the first import of prometheus_client, which reads this once.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
     os.environ.update(env)
     from lib import nodes, registrar
     dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
@@ -219,9 +225,6 @@ def main():
         log(f"dropped {dropped} registrations bound to connections of the previous run")
     nodes.announce(env["UA_NODE_ID"], env["UA_NODE_ADDR"])
 
-    run_dir = var / "run" / env["UA_NODE_ID"]
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
     env["PYTHONPATH"] = python_path()
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     kamailio = subprocess.Popen(kamailio_command(env, run_dir), env=env)

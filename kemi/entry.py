@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
+from lib import (blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
                  mds_health, media, metrics, nodes, registrar, routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
@@ -19,8 +19,6 @@ LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
 # Kamailio URIs know no transport=wss: a WSS peer is addressed as ws, its socket says TLS.
 URI_TRANSPORT = {"wss": "ws"}
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
-HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
-                        "Access-Control-Request-Method", "Access-Control-Request-Headers")
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
 MDS_PROBER = mds_health.Prober(CFG)   # used by the MDS timer process only
@@ -703,40 +701,23 @@ class kamailio:
                 registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
         return guarded(closed)
 
-    # --- HTTP: API and WebSocket handshake ---------------------------------------------
+    # --- HTTP: the WebSocket handshake only (the API has its own server, lib/web) -------
 
     def ksr_xhttp_event(self, msg, evname=""):
         return guarded(self.http)
 
     def http(self):
-        if KSR.pv.get("$Rp") not in (CFG.http_port, CFG.https_port):
-            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")  # no HTTP on SIP ports
-            return
-        path = KSR.xhttp.get_hu() or "/"
         upgrade = (KSR.hdr.get("Upgrade") or "").lower()
-        if upgrade == "websocket":
-            self.websocket_upgrade(path)
-            return
-        headers = {name: KSR.hdr.get(name) for name in HTTP_REQUEST_HEADERS}
-        code, reason, ctype, body, extra = api.handle_raw(
-            pv("$rm"), path, headers, KSR.pv.get("$rb") or b"",
-            presence_changed=lambda number: self.presence_changed([number]),
-            event=self.api_event)
-        for name, value in extra:
-            KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
-        KSR.xhttp.xhttp_reply(code, reason, ctype, body)
-
-    def api_event(self, name):
-        if name == "auth_failure":
-            count("ua_auth_failures_total", "api")
-        elif name == "store_error":
-            count("ua_store_errors_total")
+        if upgrade == "websocket" and KSR.pv.get("$Rp") in (CFG.http_port, CFG.https_port):
+            self.websocket_upgrade(KSR.xhttp.get_hu() or "/")
+        else:
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")
 
     def websocket_upgrade(self, path):
         origin = KSR.hdr.get("Origin")
         if path.split("?")[0] != "/ws":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "no WebSocket here\n")
-        elif origin and not api.origin_allowed(CFG, origin):
+        elif origin and not config.origin_allowed(CFG, origin):
             # Browsers always send Origin; a non-browser client could forge it anyway.
             KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "origin not allowed\n")
         else:

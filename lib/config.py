@@ -15,6 +15,10 @@ class Config:
     tls_port: int
     http_port: int
     https_port: int
+    api_port: int               # the API server (lib/web), not Kamailio
+    api_https_port: int
+    api_max_body: int           # bytes; a bigger request body gets 413
+    kamailio_ctl: str           # Kamailio's RPC socket (health); set by the runner
     domain: str
     redis_url: str
     api_token: str
@@ -50,6 +54,10 @@ def load(env=None) -> Config:
         tls_port=int(env.get("UA_TLS_PORT", "5061")),
         http_port=int(env.get("UA_HTTP_PORT", "8088")),
         https_port=int(env.get("UA_HTTPS_PORT", "8443")),
+        api_port=int(env.get("UA_API_PORT", "8089")),
+        api_https_port=int(env.get("UA_API_HTTPS_PORT", "8444")),
+        api_max_body=int(env.get("UA_API_MAX_BODY", str(32 * 1024 * 1024))),
+        kamailio_ctl=env.get("UA_KAMAILIO_CTL", ""),
         domain=env.get("UA_DOMAIN", listen),
         redis_url=env.get("UA_REDIS_URL", ""),
         api_token=env.get("UA_API_TOKEN", ""),
@@ -74,6 +82,18 @@ def load(env=None) -> Config:
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
         metrics=env.get("UA_METRICS", "1") != "0",
     )
+
+
+def origin_allowed(cfg, origin):
+    """Whether a browser page from `origin` may open the WebSocket (UA_WS_ORIGINS; any
+    when unset)."""
+    if not origin:
+        return False
+    allowed = cfg.ws_origins
+    if not allowed or "*" in allowed:
+        return True
+    norm = origin.rstrip("/").lower()
+    return any(norm == o.rstrip("/").lower() for o in allowed)
 
 
 def host_port(value):

@@ -70,6 +70,16 @@ def load(r, node):
     return {k.decode(): store.unpack(v) for k, v in r.hgetall(key(node)).items()}
 
 
+def views(r, node, mds_records):
+    """The MDS records as the API shows them, with this proxy's probing result."""
+    health = load(r, node)
+    out = []
+    for record in mds_records:
+        up, since = status(record, health.get(record["name"]))
+        out.append({**record, "up": up, "since": iso(since)})
+    return out
+
+
 def records(states):
     """What is stored of the health: MDS never judged are left out (null)."""
     return {name: store.pack({"uri": h.uri, "up": h.up, "since": h.since})

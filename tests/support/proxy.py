@@ -1,5 +1,6 @@
 """The proxy under test: `python -m lib.runner` with free ports, its own var/ directory
-and a given Redis, ready when /api/v1/health answers 200, stopped by its PID."""
+and a given Redis, ready when its API server's /api/v1/health answers 200 (Kamailio,
+Redis and the media relay answer), stopped by its PID."""
 import json
 import os
 import subprocess
@@ -26,6 +27,7 @@ class Proxy:
             "UA_NODE_ID": node_id, "UA_VAR_DIR": str(self.workdir / "var"),
             "UA_SIP_PORT": str(free_port(listen)), "UA_TLS_PORT": str(free_port(listen)),
             "UA_HTTP_PORT": str(free_port(listen)), "UA_HTTPS_PORT": str(free_port(listen)),
+            "UA_API_PORT": str(free_port(listen)), "UA_API_HTTPS_PORT": str(free_port(listen)),
             "UA_CHILDREN": "2", "UA_MEDIA": "passthrough",
             # lets a test see a BLF subscription expire within seconds
             "UA_SUBSCRIBE_MIN_EXPIRES": "1",
@@ -64,7 +66,16 @@ class Proxy:
 
     @property
     def http_url(self):
+        """Kamailio's HTTP listener (WebSocket only)."""
         return f"http://{self.listen}:{self.env['UA_HTTP_PORT']}"
+
+    @property
+    def api_url(self):
+        return f"http://{self.listen}:{self.env['UA_API_PORT']}"
+
+    @property
+    def api_https_url(self):
+        return f"https://{self.listen}:{self.env['UA_API_HTTPS_PORT']}"
 
     def start(self, timeout=20):
         env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
@@ -103,7 +114,7 @@ class Proxy:
     def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
         """(status, parsed JSON or None, headers) of one API request."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        req = urllib.request.Request(self.http_url + path, data=data, method=method)
+        req = urllib.request.Request(self.api_url + path, data=data, method=method)
         if auth and auth[0] == "bearer":
             req.add_header("Authorization", f"Bearer {auth[1]}")
         elif auth:

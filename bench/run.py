@@ -251,12 +251,15 @@ class NativeProxy(Proxy):
 
 
 class UniqueAccountProxy(Proxy):
-    """U: this project, started as `make run` starts it (python -m lib.runner)."""
+    """U: this project, started as `make run` starts it (python -m lib.runner); metrics
+    False: with UA_METRICS=0 (the SIP side counts nothing)."""
 
-    def __init__(self, workdir, users, media="passthrough"):
-        self.name = "U" if media == "passthrough" else "U+rtpengine"
+    def __init__(self, workdir, users, media="passthrough", metrics=True):
+        self.name = ("U" if media == "passthrough" else "U+rtpengine") + (
+            "" if metrics else "-metrics-off")
         super().__init__(workdir, users)
         self.media = media
+        self.metrics = metrics
         self.proc = self.redis_proc = None
 
     def start(self):
@@ -268,13 +271,16 @@ class UniqueAccountProxy(Proxy):
         self.memory_empty = self.redis_memory()
         self.provision(url)
         self.memory_provisioned = self.redis_memory()
-        http_port = free_port(PROXY_IP)
-        self.api_url = f"http://{PROXY_IP}:{http_port}/api/v1"
+        api_port = free_port(PROXY_IP)
+        self.api_url = f"http://{PROXY_IP}:{api_port}/api/v1"
         env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
         env.update({"UA_LISTEN": PROXY_IP, "UA_SIP_PORT": str(self.port),
                     "UA_TLS_PORT": str(free_port(PROXY_IP)),
-                    "UA_HTTP_PORT": str(http_port),
+                    "UA_HTTP_PORT": str(free_port(PROXY_IP)),
                     "UA_HTTPS_PORT": str(free_port(PROXY_IP)),
+                    "UA_API_PORT": str(api_port),
+                    "UA_API_HTTPS_PORT": str(free_port(PROXY_IP)),
+                    "UA_METRICS": "1" if self.metrics else "0",
                     "UA_REDIS_URL": url, "UA_API_TOKEN": "bench", "UA_NODE_ID": self.name,
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
@@ -618,6 +624,32 @@ def media_row(bench, workdir, rates):
     return out
 
 
+def metrics_row(bench, workdir, rates):
+    """U with its metrics on against U with UA_METRICS=0, side by side: both running, loaded
+    in turns at the common call rate, twice as many points as the main table (the
+    difference sought is a few per cent)."""
+    users = Users(100)
+    proxies = [UniqueAccountProxy(workdir, users),
+               UniqueAccountProxy(workdir, users, metrics=False)]
+    points = {proxy.name: [] for proxy in proxies}
+    try:
+        for proxy in proxies:
+            proxy.start()
+            bench.register_call_pool(proxy)
+        for proxy in proxies:
+            warm_up(bench, proxy, rates["calls"])
+        for rep in range(2 * REPEATS):
+            log(f"metrics on and off, repetition {rep + 1}/{2 * REPEATS}")
+            for proxy in proxies:
+                points[proxy.name].append(bench.measure(proxy, "calls", rates["calls"]))
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    return {name: {"rate": rates["calls"], "failed": sum(r["failed"] for r in runs),
+                   "cpu_ms_per_op": summary([r["cpu_ms_per_op"] for r in runs])}
+            for name, runs in points.items()}
+
+
 def ratios(results):
     """The figures the targets of issue 7 are about, from the medians."""
     small, large = (results["users"][str(c)] for c in USER_COUNTS)
@@ -647,6 +679,9 @@ def ratios(results):
     media = results["media"]
     out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
                                          / media["U"]["cpu_ms_per_op"]["median"])
+    side = results["metrics"]
+    out["U metrics on/off cpu per call"] = (side["U"]["cpu_ms_per_op"]["median"]
+                                            / side["U-metrics-off"]["cpu_ms_per_op"]["median"])
     return {k: round(v, 3) + 0.0 for k, v in out.items()}     # + 0.0: no "-0.0"
 
 
@@ -676,9 +711,10 @@ def table(results):
                 f"| {lat['p50']['median']:.2f} / {lat['p99']['median']:.2f} "
                 f"| {highest(r, 'calls')} | {highest(r, 'register')} "
                 f"| {r['kamailio_memory']['private_kib_per_process']:,} |")
-    for name, r in results["media"].items():
-        lines.append(f"| 100 | {name} (calls at {r['rate']}/s, {r['failed']} failed) "
-                     f"| {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    for row in ("media", "metrics"):
+        for name, r in results[row].items():
+            lines.append(f"| 100 | {name} ({row} row: calls at {r['rate']}/s, "
+                         f"{r['failed']} failed) | {fmt(r['cpu_ms_per_op'])} | | | | | |")
     misses = [f"{int(count):,} users {r['calls']['cache_misses_per_call']['median']:.3f} "
               f"({r['calls']['cache_misses_per_call']['min']:.3f}-"
               f"{r['calls']['cache_misses_per_call']['max']:.3f})"
@@ -714,6 +750,7 @@ def main():
                 with_kemi=count == USER_COUNTS[0])
         results["rates"] = {k: rates[k] for k in ("calls", "register")}
         results["media"] = media_row(bench, workdir / "media", rates)
+        results["metrics"] = metrics_row(bench, workdir / "metrics", rates)
     finally:
         bench.stop()
     results["ratios"] = ratios(results)

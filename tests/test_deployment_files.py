@@ -110,7 +110,7 @@ def probing_proxy(redis_server, tmp_path_factory):
 
 
 def scrape(proxy, path):
-    with urllib.request.urlopen(proxy.http_url + path, timeout=5) as resp:
+    with urllib.request.urlopen(proxy.api_url + path, timeout=5) as resp:
         assert resp.status == 200
         return exported(resp.read().decode())
 
@@ -163,7 +163,7 @@ def test_prometheus_scrapes_the_proxy_service_metrics_port_and_path():
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert job.get("scheme", "http") == "http"
     (targets,) = [group["targets"] for group in job["static_configs"]]
-    assert targets == [f"ua-proxy:{proxy_config().http_port}"]
+    assert targets == [f"ua-proxy:{proxy_config().api_port}"]
     assert "ua-proxy" in compose()["services"]
 
 

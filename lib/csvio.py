@@ -228,13 +228,10 @@ def _parse(r, domain, raw, ctype):
 # --- validation and storage --------------------------------------------------------------
 
 class _DryRun(provisioning.Provisioning):
-    """put_users with its whole validation (same reads, same checks) but no write: the
-    transaction's EXEC is dropped, so the queued writes are discarded with the pipeline."""
+    """put_users with its whole validation (same reads, same checks) but no write."""
 
-    def _transaction(self, attempt):
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.execute = lambda *args, **kwargs: []
-            return attempt(pipe)
+    def _write(self, pipe, writes):
+        pass
 
 
 def _store(r, domain, entries, lines, errors, dry_run):

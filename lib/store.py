@@ -64,6 +64,13 @@ def watchers_key(number):
     return f"ua:watchers:{{{number}}}"
 
 
+# Bumped by every provisioning change (users, DIDs, MDS: lib/provisioning), so that a batch
+# of users watches this one key instead of every key it read: Redis checks each WATCH
+# against the connection's every watched key, and watching a 100,000-user import's 200,000
+# keys never ended.
+PROVISIONING_VERSION_KEY = "ua:provisioning:version"
+
+
 def did_key(did):
     return f"ua:did:{did}"
 

@@ -57,6 +57,7 @@ class Context:
 
     def __init__(self, cfg, redis_client=None, clock=time.time):
         self.config = cfg
+        self._given = redis_client
         self._redis = redis_client
         self.clock = clock
         self._prov = None
@@ -73,8 +74,8 @@ class Context:
     @property
     def bulk_redis(self):
         """For a whole-store transaction or scan (CSV import and export)."""
-        if self._redis is not None:       # a given client (tests) serves both
-            return self._redis
+        if self._given is not None:       # a given client (tests) serves both
+            return self._given
         try:
             return store.bulk_client()
         except Exception as exc:

@@ -105,6 +105,18 @@ class Proxy:
         self.stop()
         return self.start()
 
+    def api_server_pid(self):
+        """The PID of the runner's API server child (lib.web.server), or None."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and b"lib.web.server" in cmdline:
+                return int(stat.parent.name)
+        return None
+
     def log_tail(self, lines=40):
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

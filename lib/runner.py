@@ -223,12 +223,13 @@ def main():
 
     run_dir = var / "run" / env["UA_NODE_ID"]
     shutil.rmtree(run_dir, ignore_errors=True)
-    # The metrics' files, one per counting process (lib/metrics), made from here on:
-    # before the first import of prometheus_client, which reads this once.
+    # The metrics' files, one per counting process (lib/metrics), none left from a
+    # previous run; the runner's own hold every series at zero from the start.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")
     os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
     os.environ.update(env)
-    from lib import nodes, registrar
+    from lib import metrics, nodes, registrar
+    metrics.open_files()
     dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
     if dropped:
         log(f"dropped {dropped} registrations bound to connections of the previous run")

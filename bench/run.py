@@ -626,8 +626,8 @@ def media_row(bench, workdir, rates):
 
 def metrics_row(bench, workdir, rates):
     """U with its metrics on against U with UA_METRICS=0, side by side: both running, loaded
-    in turns at the common call rate, twice as many points as the main table (the
-    difference sought is a few per cent)."""
+    in turns at the common call rate, the order swapped every repetition, twice as many
+    points as the main table (the difference sought is a few per cent)."""
     users = Users(100)
     proxies = [UniqueAccountProxy(workdir, users),
                UniqueAccountProxy(workdir, users, metrics=False)]
@@ -640,7 +640,7 @@ def metrics_row(bench, workdir, rates):
             warm_up(bench, proxy, rates["calls"])
         for rep in range(2 * REPEATS):
             log(f"metrics on and off, repetition {rep + 1}/{2 * REPEATS}")
-            for proxy in proxies:
+            for proxy in proxies if rep % 2 == 0 else proxies[::-1]:
                 points[proxy.name].append(bench.measure(proxy, "calls", rates["calls"]))
     finally:
         for proxy in proxies:

@@ -229,9 +229,13 @@ def validation_message(exc):
     if loc == ("body",):
         if kind == "missing":
             return "a JSON object body is required"
-        return "the body must be a JSON object (Content-Type: application/json)"
+        if kind in ("model_attributes_type", "model_type", "dict_type"):
+            return "the body must be a JSON object (Content-Type: application/json)"
+    message = first.get("msg", "invalid").removeprefix("Value error, ")
+    if loc == ("body",):
+        return message
     where = _field(loc) if loc and loc[0] == "body" else f"{loc[-1]} ({loc[0]})"
-    return f"{where}: {first.get('msg', 'invalid')}"
+    return f"{where}: {message}"
 
 
 def _allowed_methods(app, path):
@@ -374,11 +378,14 @@ def _cors_options(cfg):
 # --- the application -------------------------------------------------------------------
 
 def _validation_is_400(doc):
-    """FastAPI documents its 422 for every route that validates something; this API
-    answers 400 with its Error body instead (validation_message)."""
+    """FastAPI documents its 422 for every route with parameters; this API answers 400
+    with its Error body instead (validation_message), for what can be invalid: a body or
+    a query parameter (a path parameter is any text)."""
     for item in doc["paths"].values():
         for op in item.values():
-            if op.get("responses", {}).pop("422", None) is not None:
+            validated = "requestBody" in op or any(
+                p["in"] == "query" for p in op.get("parameters", []))
+            if op.get("responses", {}).pop("422", None) is not None and validated:
                 op["responses"].setdefault("400", {
                     "description": "invalid request",
                     "content": {"application/json": {

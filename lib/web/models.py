@@ -3,9 +3,10 @@ OpenAPI document from them. What a schema cannot say (a password needed to creat
 an MDS that must exist, a DID free in the store, a `ua` line refusing memberships, an
 enabled forward needing a destination) is checked by lib.provisioning after the model,
 with the same messages as the CSV import."""
+import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lib import provisioning as prov
 from lib.routing import DEVICE_CLASSES
@@ -30,6 +31,18 @@ _UA_REFUSED = dict(prov.UA_UNSUPPORTED)
 class Body(BaseModel):
     """A request body: unknown fields refused, no type coercion ("30" is not 30)."""
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def unicode_only(cls, value):
+        # JSON's "\ud800" escape parses to a lone surrogate, which nothing can store.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (a lone surrogate escape)") from None
+        except (TypeError, ValueError):
+            pass                        # not JSON: the model's own checks refuse it
+        return value
 
 
 class Answer(BaseModel):
@@ -173,9 +186,10 @@ class LineError(Answer):
 
 
 class ImportError(Answer):
-    """A refused CSV import: nothing was written; `lines` lists every refused line."""
+    """A refused CSV import: nothing was written; `lines` lists every refused line (none
+    for a bad query parameter)."""
     error: str
-    lines: list[LineError]
+    lines: list[LineError] = []
 
 
 class Health(Answer):

@@ -247,3 +247,21 @@ def test_dockerfile_builds_from_paths_that_exist():
 
     entrypoint = json.loads(next(args for op, args in instructions if op == "ENTRYPOINT"))
     assert entrypoint[-2:] == ["-m", "lib.runner"] and (ROOT / "lib" / "runner.py").is_file()
+
+
+def test_published_ports_and_health_checks_follow_the_api_server():
+    """Kamailio's SIP, WebSocket and the API server's ports (lib.config defaults) are
+    published; both health checks ask the API server."""
+    cfg = config.load({})
+    tcp = {cfg.sip_port, cfg.tls_port, cfg.http_port, cfg.https_port, cfg.api_port,
+           cfg.api_https_port}
+    instructions = dockerfile_instructions()
+    exposed = set(" ".join(args for op, args in instructions if op == "EXPOSE").split())
+    assert {f"{port}/tcp" for port in tcp} <= exposed
+    health = " ".join(args for op, args in instructions if op == "HEALTHCHECK")
+    assert f"'UA_API_PORT', '{cfg.api_port}'" in health and "/api/v1/health" in health
+    service = compose()["services"]["ua-proxy"]
+    published = {p.split(":")[1] for p in service["ports"]}
+    assert {f"{port}/tcp" for port in tcp} <= published
+    assert f"127.0.0.1:{cfg.api_port}/api/v1/health" in " ".join(service["healthcheck"]["test"])
+

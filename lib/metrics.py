@@ -24,6 +24,7 @@ import math
 import os
 import subprocess
 import tempfile
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -113,6 +114,7 @@ class _Files:
 
 
 _files = None
+_lock = threading.Lock()    # the API server counts from the threads of its handlers
 
 
 def open_files():
@@ -125,20 +127,22 @@ def open_files():
 
 
 def count(family, *labels):
-    """One more in a counter of COUNTERS, from any process."""
-    files = open_files()
+    """One more in a counter of COUNTERS, from any process or thread."""
     key = _COUNTER_KEYS[(family, labels)]
-    value = files.values[key] = files.values[key] + 1
-    files.counters.write_value(key, value, 0.0)
+    with _lock:
+        files = open_files()
+        value = files.values[key] = files.values[key] + 1
+        files.counters.write_value(key, value, 0.0)
 
 
 def observe_routing(seconds):
-    files = open_files()
-    total = files.values[_SUM_KEY] = files.values[_SUM_KEY] + seconds
-    files.histograms.write_value(_SUM_KEY, total, 0.0)
     bucket = _BUCKET_KEYS[bisect.bisect_left(_BOUNDS, seconds)]
-    value = files.values[bucket] = files.values[bucket] + 1
-    files.histograms.write_value(bucket, value, 0.0)
+    with _lock:
+        files = open_files()
+        total = files.values[_SUM_KEY] = files.values[_SUM_KEY] + seconds
+        files.histograms.write_value(_SUM_KEY, total, 0.0)
+        value = files.values[bucket] = files.values[bucket] + 1
+        files.histograms.write_value(bucket, value, 0.0)
 
 
 def registrations_key(klass):

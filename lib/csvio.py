@@ -64,7 +64,7 @@ class Refused(Exception):
     """A refused import (400): body is {"error": ..., "lines": [{"line", "error"}]}."""
 
     def __init__(self, body):
-        super().__init__(body["error"])
+        super().__init__(body)          # args: what pickling between processes keeps
         self.body = body
 
 

@@ -126,24 +126,16 @@ def client():
     return _client
 
 
-_bulk = None
-_bulk_pid = None
 BULK_TIMEOUT = 60.0
 
 
-def bulk_client():
-    """This process's client for long commands (the API server's CSV import and export:
-    one transaction of 100,000 users takes Redis longer than the fast client waits). Its
-    connections still fail at once when Redis is down."""
-    global _bulk, _bulk_pid
-    if _bulk is None or _bulk_pid != os.getpid():
-        cfg = config.load()
-        options = {**FAST, "socket_timeout": BULK_TIMEOUT}
-        _bulk = (sentinel.connect(cfg, **options) if cfg.redis_sentinels
-                 else redis.Redis.from_url(cfg.redis_url, **options))
-        _bulk_pid = os.getpid()
-    sentinel.follow(_bulk)
-    return _bulk
+def bulk_connect(cfg):
+    """A client for long commands (the API server's CSV import and export: one transaction
+    of 100,000 users takes Redis longer than the fast client waits). Its connections
+    still fail at once when Redis is down."""
+    options = {**FAST, "socket_timeout": BULK_TIMEOUT}
+    return (sentinel.connect(cfg, **options) if cfg.redis_sentinels
+            else redis.Redis.from_url(cfg.redis_url, **options))
 
 
 _scripts = {}

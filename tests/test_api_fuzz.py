@@ -32,6 +32,7 @@ draws new examples on every run instead of the fixed (derandomized) ones.
 """
 import base64
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -233,7 +234,8 @@ class World:
     def __init__(self, url, r):
         self.r = r
         self.client = store.connect(url)
-        self.app = create_app(CFG, self.client)
+        # The CSV import's own process connects by the configuration's URL.
+        self.app = create_app(dataclasses.replace(CFG, redis_url=url), self.client)
         self.http = TestClient(self.recording, raise_server_exceptions=False)
         self.current = None
         self.seed()
@@ -1070,7 +1072,7 @@ def test_store_down_503(metrics_dir, monkeypatch):
     monkeypatch.setenv("UA_REDIS_URL", "redis://127.0.0.1:1/0")    # lib.metrics' client
     reset_store_client()
     down = store.connect("redis://127.0.0.1:1/0")
-    http = client(CFG, down)
+    http = client(dataclasses.replace(CFG, redis_url="redis://127.0.0.1:1/0"), down)
     for path, method in OPERATIONS:
         op = _op(path, method)
         url = path.replace("{number}", "1000").replace("{name}", "mds1")

@@ -59,6 +59,7 @@ class Context:
         self.config = cfg
         self._given = redis_client
         self._redis = redis_client
+        self._bulk = None
         self.clock = clock
         self._prov = None
 
@@ -73,13 +74,15 @@ class Context:
 
     @property
     def bulk_redis(self):
-        """For a whole-store transaction or scan (CSV import and export)."""
+        """For a scan of the whole store (CSV export)."""
         if self._given is not None:       # a given client (tests) serves both
             return self._given
-        try:
-            return store.bulk_client()
-        except Exception as exc:
-            raise store.StoreUnavailable(f"no state store: {exc}") from exc
+        if self._bulk is None:
+            try:
+                self._bulk = store.bulk_connect(self.config)
+            except Exception as exc:
+                raise store.StoreUnavailable(f"no state store: {exc}") from exc
+        return self._bulk
 
     @property
     def provisioning(self):

@@ -48,6 +48,9 @@ async def serve(cfg):
 def main():
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="ua-api: %(levelname)s %(name)s: %(message)s")
+    # Handlers run in threads that hold the GIL in turns with the event loop (a 100,000-
+    # user export, for one): handed over every 0.5 ms instead of 5 ms.
+    sys.setswitchinterval(0.0005)
     return uvloop.run(serve(config.load()))
 
 

@@ -22,6 +22,7 @@ import bisect
 import hashlib
 import math
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -62,6 +63,8 @@ ROUTING_HISTOGRAM = "ua_routing_duration_seconds"
 ROUTING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 MDS_UP = "ua_mds_up"
 RPC_TIMEOUT = 1.0       # seconds for each Kamailio RPC at scrape time
+# Debian's kamailio package puts it in /usr/sbin, which a user's PATH may lack.
+KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
 # kamailio_* gauge -> (help, RPC command, the figure in its answer)
 KAMAILIO_GAUGES = {
     "kamailio_shmem_used_bytes": ("Shared memory in use (fragments included)",
@@ -190,7 +193,7 @@ def kamailio_rpc(ctl_socket, command):
     "name: value" in a struct), {} when Kamailio does not answer in time."""
     address = ctl_socket if ctl_socket.startswith("unix:") else f"unix:{ctl_socket}"
     try:
-        out = subprocess.run(["kamcmd", "-s", address, *RPC_COMMANDS[command]],
+        out = subprocess.run([KAMCMD, "-s", address, *RPC_COMMANDS[command]],
                              capture_output=True, text=True, timeout=RPC_TIMEOUT, check=True)
     except (OSError, subprocess.SubprocessError):
         return {}

@@ -14,7 +14,7 @@ import urllib.request
 
 from lib import csvio, store
 from tests.support.proxy import TOKEN
-from tests.test_unique_account import browser
+from tests.test_unique_account import browser, wait_until
 
 USERS = 100_000
 BIG = 40 * 1024 * 1024
@@ -160,6 +160,7 @@ def test_the_api_server_killed_is_back_within_2_s_and_calls_go_on(site):
             if _health(proxy) == 200:
                 back.append(time.monotonic() - killed)
             time.sleep(0.02)
+    importers = proxy.children_of(old)       # the CSV importer, if an import ran
     killed = time.monotonic()
     os.kill(old, signal.SIGKILL)
     watcher = threading.Thread(target=watch, daemon=True)
@@ -168,8 +169,18 @@ def test_the_api_server_killed_is_back_within_2_s_and_calls_go_on(site):
     watcher.join()
     assert back and back[0] < 2.0, back
     assert proxy.api_server_pid() not in (None, old)
+    assert wait_until(lambda: not [pid for pid in importers if running(pid)], 2), importers
     assert browser_call(site, tab)
     tab.close()
+
+
+def running(pid):
+    """Not gone, and not a zombie nobody reaps (its parent was killed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _health(proxy):

@@ -4,7 +4,10 @@ An import runs in a process of its own (one, started on the first import): parsi
 checking 100,000 rows in a thread of the API server held the GIL in turns with every
 other request (make bench: a GET's p99 went from a few ms to 200 ms during the import)."""
 import asyncio
+import ctypes
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 from fastapi import APIRouter, Query, Request
@@ -19,6 +22,7 @@ CSV_BODY = {"requestBody": {"required": True, "description": "UTF-8 CSV, header 
                             "content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
+PR_SET_PDEATHSIG = 1        # linux/prctl.h
 _importer = None
 _clients = {}       # in the importer process: a Redis client per state store
 
@@ -31,11 +35,19 @@ def _import(cfg, raw, content_type, dry_run):
     return csvio.import_users(_clients[key], cfg.domain, raw, content_type, dry_run)
 
 
+def _die_with(server):
+    """In the importer process: a SIGKILLed API server must not leave it behind."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:          # gone before prctl took effect
+        os._exit(1)
+
+
 def importer():
     global _importer
     if _importer is None:
         # spawn: a fresh interpreter, not a fork of this threaded one
-        _importer = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"))
+        _importer = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"),
+                                        initializer=_die_with, initargs=(os.getpid(),))
     return _importer
 
 

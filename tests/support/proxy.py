@@ -105,17 +105,24 @@ class Proxy:
         self.stop()
         return self.start()
 
-    def api_server_pid(self):
-        """The PID of the runner's API server child (lib.web.server), or None."""
+    @staticmethod
+    def children_of(parent):
+        """{pid: command line} of a process's children."""
+        out = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
                 cmdline = (stat.parent / "cmdline").read_bytes()
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == self.proc.pid and b"lib.web.server" in cmdline:
-                return int(stat.parent.name)
-        return None
+            if ppid == parent:
+                out[int(stat.parent.name)] = cmdline
+        return out
+
+    def api_server_pid(self):
+        """The PID of the runner's API server child (lib.web.server), or None."""
+        return next((pid for pid, cmdline in self.children_of(self.proc.pid).items()
+                     if b"lib.web.server" in cmdline), None)
 
     def log_tail(self, lines=40):
         try:

@@ -10,9 +10,9 @@ Starlette's CORS middleware, and what the contract adds on top:
 - an unreachable store is 503 with Retry-After at once, and a change is answered only
   once every process's cache heard of it (lib.store.acknowledged).
 
-Handlers are plain functions (FastAPI runs them in its thread pool: a long CSV import
-never holds the event loop) over lib/ service functions; `ctx(request)` gives them the
-configuration, the Redis client and the clock."""
+Handlers are plain functions over lib/ service functions, which FastAPI runs in its
+thread pool (the CSV import runs in a process of its own: lib/web/users_csv.py);
+`ctx(request)` gives them the configuration, the Redis clients and the clock."""
 import base64
 import binascii
 import hmac

@@ -4,11 +4,13 @@ An import runs in a process of its own (one, started on the first import): parsi
 checking 100,000 rows in a thread of the API server held the GIL in turns with every
 other request (make bench: a GET's p99 went from a few ms to 200 ms during the import)."""
 import asyncio
-import ctypes
+import logging
 import multiprocessing
 import os
-import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,12 +19,13 @@ from lib import csvio, store
 from lib.web import models
 from lib.web.app import PREFIX, ApiError, Route, auth, ctx
 
+log = logging.getLogger("ua.api")
 router = APIRouter(route_class=Route, prefix=PREFIX + "/users", tags=["users"])
 CSV_BODY = {"requestBody": {"required": True, "description": "UTF-8 CSV, header on line 1",
                             "content": {"text/csv": {"schema": {"type": "string"}}}}}
 
 
-PR_SET_PDEATHSIG = 1        # linux/prctl.h
+PARENT_CHECK_SECONDS = 0.5
 _importer = None
 _clients = {}       # in the importer process: a Redis client per state store
 
@@ -37,9 +40,11 @@ def _import(cfg, raw, content_type, dry_run):
 
 def _die_with(server):
     """In the importer process: a SIGKILLed API server must not leave it behind."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != server:          # gone before prctl took effect
+    def watch():
+        while os.getppid() == server:
+            time.sleep(PARENT_CHECK_SECONDS)
         os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def importer():
@@ -49,6 +54,12 @@ def importer():
         _importer = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"),
                                         initializer=_die_with, initargs=(os.getpid(),))
     return _importer
+
+
+def _forget_importer():
+    global _importer
+    _importer = None
+    log.warning("the CSV importer process stopped; a new one takes the next import")
 
 
 @router.post("/import", response_model=models.ImportResult, openapi_extra=CSV_BODY,
@@ -64,6 +75,10 @@ async def import_users(request: Request, dry_run: bool = Query(
         body = await asyncio.get_running_loop().run_in_executor(
             importer(), _import, c.config, raw, request.headers.get("content-type", ""),
             dry_run)
+    except BrokenProcessPool:
+        # The importer died (killed, out of memory); its transaction ran whole or not at all.
+        _forget_importer()
+        raise ApiError(503, "the import stopped, retry", {"Retry-After": "1"}) from None
     except csvio.Refused as exc:
         return JSONResponse(exc.body, 400)
     return JSONResponse(body)

@@ -105,6 +105,7 @@ _hot_timeout = None    # seconds, read with the client
 # A client that fails fast: a request needing state gets 503 rather than a hang.
 FAST = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry_on_timeout": False,
         "health_check_interval": 0}
+_read_timeout = FAST["socket_timeout"]    # client()'s; serve_http() changes it
 
 
 def connect(url):
@@ -116,8 +117,9 @@ def client():
     global _client, _client_pid, _redis_wait, _hot_timeout, CACHE_ENTRIES
     if _client is None or _client_pid != os.getpid():
         cfg = config.load()
-        _client = (sentinel.connect(cfg, **FAST) if cfg.redis_sentinels
-                   else connect(cfg.redis_url))
+        options = {**FAST, "socket_timeout": _read_timeout}
+        _client = (sentinel.connect(cfg, **options) if cfg.redis_sentinels
+                   else redis.Redis.from_url(cfg.redis_url, **options))
         _client_pid = os.getpid()
         _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
         _hot_timeout = cfg.redis_timeout_ms / 1000
@@ -127,6 +129,15 @@ def client():
 
 
 BULK_TIMEOUT = 60.0
+
+
+def serve_http(read_timeout):
+    """For the API server, before its first client: how long a request waits for a reply
+    before its 503. Kamailio's processes keep FAST's: a SIP worker must not wait; an API
+    request may outwait another client's long transaction (a 100,000-user import holds
+    Redis about 0.4 s). A Redis that is down still fails at once (connect timeout)."""
+    global _read_timeout
+    _read_timeout = read_timeout
 
 
 def bulk_connect(cfg):

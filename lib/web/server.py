@@ -12,10 +12,11 @@ import sys
 import uvicorn
 import uvloop
 
-from lib import config
+from lib import config, store
 from lib.web.app import create_app
 
 log = logging.getLogger("ua.api")
+REDIS_READ_TIMEOUT = 2.0    # seconds (lib.store.serve_http)
 
 
 class Server(uvicorn.Server):
@@ -51,6 +52,7 @@ def main():
     # Handlers run in threads that hold the GIL in turns with the event loop (a 100,000-
     # user export, for one): handed over every 0.5 ms instead of 5 ms.
     sys.setswitchinterval(0.0005)
+    store.serve_http(REDIS_READ_TIMEOUT)
     return uvloop.run(serve(config.load()))
 
 

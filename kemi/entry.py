@@ -50,6 +50,7 @@ def store_unavailable():
 
 
 def count(family, *labels):
+    """One more in a counter of lib/metrics, unless UA_METRICS=0 (make bench's comparison)."""
     if CFG.metrics:
         metrics.count(family, *labels)
 

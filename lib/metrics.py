@@ -86,7 +86,8 @@ RPC_COMMANDS = {"stats": ["stats.get_statistics", "shmem:", "tmx:", "websocket:"
 # write them; counts are written there directly (count, observe_routing): through the
 # client's metric objects, the counting cost 8 to 10 % of U's CPU per call in make bench,
 # for a few increments a call (a dozen Python calls each, run with cold caches).
-_COUNTER_KEYS = {(name, values): mmap_key(name.removesuffix("_total"), name, labels, values, doc)
+_COUNTER_KEYS = {(name, values): mmap_key(name.removesuffix("_total"), name, labels, values,
+                                          doc)
                  for name, (doc, labels, series) in COUNTERS.items() for values in series}
 _ROUTING_HELP = "Time to decide an initial request"
 _BOUNDS = (*ROUTING_BUCKETS, math.inf)

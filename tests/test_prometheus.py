@@ -65,8 +65,8 @@ def test_prometheus_ingests_typed_families_counts_and_the_dashboard(monitored, r
     _, expected = traffic(site)
     routed = sum(n for (family, _), n in expected.items() if family == "ua_calls_routed_total")
     assert routed >= 2
-    selectors = {(family, labels): family + "{" + ",".join(f'{name}="{v}"' for name, v in labels)
-                 + "}" for family, labels in expected}
+    selectors = {(family, labels): family + "{" + ",".join(f'{n}="{v}"' for n, v in labels) + "}"
+                 for family, labels in expected}
 
     def scraped():
         """What Prometheus holds of the series the traffic moved, from zero."""
@@ -92,4 +92,5 @@ def test_prometheus_ingests_typed_families_counts_and_the_dashboard(monitored, r
 
     for panel, expr in dashboard_queries(json.loads(DASHBOARD.read_text())):
         result = prom.query(expr.replace("$__rate_interval", WINDOW))
-        assert result and all(math.isfinite(v) for _, v in result), (panel["title"], expr, result)
+        assert result and all(math.isfinite(v) for _, v in result), \
+            (panel["title"], expr, result)

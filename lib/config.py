@@ -1,4 +1,5 @@
 """Configuration from the UA_* environment variables (contract section 1)."""
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class Config:
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
     metrics: bool               # UA_METRICS=0: the SIP side counts nothing (make bench)
+    api_auth_failures: int      # failed API authentications per address and minute; 0: no limit
+    api_auth_block_seconds: int
+    api_require_tls: bool       # credentials over plain HTTP only from the host itself
 
 
 def load(env=None) -> Config:
@@ -81,7 +85,21 @@ def load(env=None) -> Config:
         flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
         metrics=env.get("UA_METRICS", "1") != "0",
+        api_auth_failures=max(0, int(env.get("UA_API_AUTH_FAILURES", "10"))),
+        api_auth_block_seconds=max(1, int(env.get("UA_API_AUTH_BLOCK_SECONDS", "300"))),
+        api_require_tls=env.get("UA_API_REQUIRE_TLS",
+                                "0" if is_loopback(listen) else "1") != "0",
     )
+
+
+def is_loopback(host):
+    """Whether an address (or name) is this host's own loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def origin_allowed(cfg, origin):

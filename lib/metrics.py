@@ -55,6 +55,8 @@ COUNTERS = {
         "Failed authentications: sip (digest), replay (credentials used before), api",
         ("kind",), [("sip",), ("api",), ("replay",)]),
     "ua_flood_blocked_total": ("Requests dropped by flood protection", (), [()]),
+    "ua_api_blocked_total": ("API requests refused unchecked (429): their address failed "
+                             "to authenticate too often", (), [()]),
 }
 GAUGES = {"ua_registrations": "ua:reg:", "ua_calls_in_progress": "ua:active:"}
 GAUGE_HELP = {"ua_registrations": "Live registrations by device class",

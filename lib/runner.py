@@ -21,10 +21,16 @@ def log(text):
 
 
 def api_token(var):
+    """The admin token kept in var/, made on first run; printed once, when it is made:
+    later starts say where it is kept, so that collected logs never hold it."""
     path = var / "api_token"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32) + "\n")
+        token = secrets.token_urlsafe(32)
+        path.write_text(token + "\n")
         path.chmod(0o600)
+        log(f"admin API token (made now, kept in {path}): {token}")
+    else:
+        log(f"admin API token: kept in {path}")
     return path.read_text().strip()
 
 
@@ -207,7 +213,6 @@ def main():
         check_rtp_range(env)
     if not env.get("UA_API_TOKEN"):
         env["UA_API_TOKEN"] = api_token(var)
-        log(f"admin API token (kept in {var / 'api_token'}): {env['UA_API_TOKEN']}")
     if not env.get("UA_TLS_CERT") or not env.get("UA_TLS_KEY"):
         env["UA_TLS_CERT"], env["UA_TLS_KEY"] = self_signed_certificate(var, env["UA_DOMAIN"])
 

@@ -88,6 +88,24 @@ def conns_key(node):
     return f"ua:conns:{node}"
 
 
+# Failed API authentications (lib/authlimit): per source address in the current minute, the
+# address's block, and per account the failures and addresses of the current minute.
+def api_failures_key(address):
+    return f"ua:apiauth:fail:{address}"
+
+
+def api_block_key(address):
+    return f"ua:apiauth:block:{address}"
+
+
+def api_account_key(number):
+    return f"ua:apiauth:account:{number}"
+
+
+def api_account_warned_key(number):
+    return f"ua:apiauth:warned:{number}"
+
+
 def pack(value):
     return msgpack.packb(value, use_bin_type=True)
 

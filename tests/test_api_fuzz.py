@@ -64,7 +64,11 @@ from tests.support.apicall import answer, client
 BIG = 12 * 1024                 # UA_API_MAX_BODY of the fuzzed server: bodies around it
 CFG = config.load({"UA_API_TOKEN": "fuzz-token-0123456789", "UA_DOMAIN": "ua.fuzz",
                    "UA_MEDIA": "passthrough", "UA_WS_ORIGINS": "https://uc.example",
-                   "UA_API_MAX_BODY": str(BIG)})
+                   "UA_API_MAX_BODY": str(BIG),
+                   # The deployment settings on, as on a public address: the client sends
+                   # over HTTPS (World), and wrong credentials by the thousand from it never
+                   # reach a limit this high (the witnesses below block it on purpose).
+                   "UA_API_REQUIRE_TLS": "1", "UA_API_AUTH_FAILURES": "1000000"})
 DOC = client(CFG).get(PREFIX + "/openapi.json").json()
 TOKEN = CFG.api_token
 DOMAIN = CFG.domain
@@ -236,7 +240,8 @@ class World:
         self.client = store.connect(url)
         # The CSV import's own process connects by the configuration's URL.
         self.app = create_app(dataclasses.replace(CFG, redis_url=url), self.client)
-        self.http = TestClient(self.recording, raise_server_exceptions=False)
+        self.http = TestClient(self.recording, base_url="https://testserver",
+                               raise_server_exceptions=False)
         self.current = None
         self.seed()
         self.seeded = self._dump()
@@ -296,8 +301,10 @@ class World:
 
     def _dump(self):
         # The provisioning version counts changes (lib/store): an import of the same
-        # users changes it, not the state.
-        keys = sorted(set(self.r.keys("*")) - {store.PROVISIONING_VERSION_KEY.encode()})
+        # users changes it, not the state; failed authentications are counted per client
+        # on purpose (lib/authlimit), which is bookkeeping, not state a request changes.
+        keys = sorted(k for k in set(self.r.keys("*")) - {store.PROVISIONING_VERSION_KEY.encode()}
+                      if not k.startswith(b"ua:apiauth:"))
         pipe = self.r.pipeline(transaction=False)
         for k in keys:
             pipe.dump(k)
@@ -1037,6 +1044,9 @@ def _witnesses():
         if op["x-auth"] != NONE:
             cases.append((401, req(method, url, {})))
             cases.append((401, req(method, url, {"authorization": "Bearer nope"})))
+            # credentials in clear from another host, and from a blocked address
+            cases.append((403, req(method, "http://testserver" + url, admin)))
+            cases.append((429, req(method, url, admin)))
         if op["x-auth"] == ADMIN:
             cases.append((403, req(method, url, alice)))
         if op["x-auth"] == USER:
@@ -1055,6 +1065,8 @@ def test_every_documented_status_is_reachable(world):
         seen = set()
         for status, req in cases:
             world.reset()
+            if status == 429:
+                world.r.set(store.api_block_key("testclient"), 1, ex=60)
             before = world.snapshot()
             resp = world.handle(req)
             assert resp.status == status, (method, req.url, req.body[:80], resp.body)

@@ -85,14 +85,18 @@ def test_embedded_redis_rtpengine_token_and_certificate(tmp_path):
     assert "embedded rtpengine, ng control at udp:127.0.0.1:" in (tmp_path / "runner.log").read_text()
     started = stop(proc)
     assert not any(alive(pid) for pid in started)
-    assert f"admin API token (kept in {var / 'api_token'}): {token}" in \
+    assert f"admin API token (made now, kept in {var / 'api_token'}): {token}" in \
         (tmp_path / "runner.log").read_text()
 
     # Same var/: same token, and the user written before the stop is still there (AOF).
+    # The token is printed once, when it is made: this start says only where it is.
+    (tmp_path / "runner.log").write_text("")
     proc, probe = start_embedded(var, ports)
     status, body, _ = probe.api("GET", "/api/v1/users/1000", auth=("bearer", token))
     assert status == 200 and body["name"] == "Alice"
     stop(proc)
+    log = (tmp_path / "runner.log").read_text()
+    assert f"admin API token: kept in {var / 'api_token'}" in log and token not in log
 
 
 def test_a_listener_port_inside_the_rtp_range_is_refused_with_a_clear_error(tmp_path):

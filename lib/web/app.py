@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from lib import config as config_mod
-from lib import metrics, provisioning, store
+from lib import authlimit, metrics, provisioning, store
 from lib.web import models
 
 log = logging.getLogger("ua.api")
@@ -116,22 +116,49 @@ def _challenge(cfg, level):
     return {"WWW-Authenticate": value}
 
 
-def _auth_failed(cfg, level, message):
+# The host itself may send credentials over plain HTTP whatever UA_API_REQUIRE_TLS: from
+# its loopback, or from the address it reaches the API on (ua-admin on a public address).
+LOOPBACK_CLIENTS = ("127.0.0.1", "::1")
+
+
+def _auth_failed(c, level, peer, account=None):
+    """A failed check of the credentials given: counted, and counted against the peer's
+    address (lib/authlimit)."""
     metrics.count("ua_auth_failures_total", "api")
-    return ApiError(401, message, _challenge(cfg, level))
+    if c.config.api_auth_failures:
+        authlimit.failed(c.redis, c.config, peer, account)
+    return ApiError(401, "invalid credentials", _challenge(c.config, level))
 
 
-def authenticate(c, header, level, number):
-    """The Principal of a request's Authorization header, or raise ApiError 401/403.
-    `number`: the path's {number}, for USER routes."""
+def _admitted(c, peer, secure, local):
+    """Refuse credentials before they are checked: sent in clear from another host when
+    TLS is required (403, no hint about them), or from an address blocked for its
+    failures (429)."""
+    cfg = c.config
+    if cfg.api_require_tls and not secure and peer not in (*LOOPBACK_CLIENTS, local):
+        raise ApiError(403, "use HTTPS")
+    if cfg.api_auth_failures:
+        retry = authlimit.blocked_for(c.redis, peer)
+        if retry:
+            metrics.count("ua_api_blocked_total")
+            raise ApiError(429, "too many failed authentications from this address",
+                           {"Retry-After": str(retry)})
+
+
+def authenticate(c, header, level, number, peer="", secure=False, local=""):
+    """The Principal of a request's Authorization header, or raise ApiError 401/403/429.
+    `number`: the path's {number}, for USER routes; `peer`: the client's address;
+    `secure`: whether the request came over HTTPS; `local`: the address it came to."""
     cfg = c.config
     scheme, _, cred = (header or "").strip().partition(" ")
     scheme, cred = scheme.lower(), cred.strip()
+    if header:
+        _admitted(c, peer, secure, local)
     if scheme == "bearer" and cred:
         token = cfg.api_token
         if token and hmac.compare_digest(cred.encode(), token.encode()):
             return Principal(admin=True)
-        raise _auth_failed(cfg, level, "invalid credentials")
+        raise _auth_failed(c, level, peer)
     if scheme == "basic" and cred:
         try:
             user, sep, password = base64.b64decode(cred, validate=True).decode(
@@ -142,19 +169,32 @@ def authenticate(c, header, level, number):
         if sep and provisioning.valid_number(user):
             profile = c.provisioning.check_password(user, password)
         if profile is None:
-            raise _auth_failed(cfg, level, "invalid credentials")
+            raise _auth_failed(c, level, peer, user if sep and provisioning.valid_number(user)
+                               else None)
         if level == ADMIN:
             raise ApiError(403, "this endpoint needs the admin token")
         if level == USER and number != user:
             raise ApiError(403, "a user may only access its own number")
         return Principal(admin=False, number=user, profile=profile)
-    raise _auth_failed(cfg, level, "authentication required")
+    if header:          # a scheme this API does not take, or no credentials after it
+        raise _auth_failed(c, level, peer)
+    metrics.count("ua_auth_failures_total", "api")
+    raise ApiError(401, "authentication required", _challenge(cfg, level))
 
 
 AUTH_ERRORS = {
-    ADMIN: {401: "no or wrong admin token", 403: "user credentials on an admin endpoint"},
-    USER: {401: "no or wrong credentials", 403: "a user's credentials for another number"},
-    ANY_USER: {401: "no or wrong credentials"},
+    ADMIN: {401: "no or wrong admin token",
+            403: "user credentials on an admin endpoint, or credentials over plain HTTP "
+                 "from another host when TLS is required (use HTTPS)",
+            429: "too many failed authentications from this address (Retry-After)"},
+    USER: {401: "no or wrong credentials",
+           403: "a user's credentials for another number, or credentials over plain HTTP "
+                "from another host when TLS is required (use HTTPS)",
+           429: "too many failed authentications from this address (Retry-After)"},
+    ANY_USER: {401: "no or wrong credentials",
+               403: "credentials over plain HTTP from another host when TLS is required "
+                    "(use HTTPS)",
+               429: "too many failed authentications from this address (Retry-After)"},
 }
 SECURITY = {ADMIN: [{"bearer": []}], USER: [{"bearer": []}, {"basic": []}],
             ANY_USER: [{"bearer": []}, {"basic": []}]}
@@ -193,7 +233,9 @@ class Route(APIRoute):
             if level != NONE:
                 request.state.who = await run_in_threadpool(
                     authenticate, c, request.headers.get("authorization"), level,
-                    request.path_params.get("number"))
+                    request.path_params.get("number"),
+                    request.client.host if request.client else "",
+                    request.url.scheme == "https", (request.scope.get("server") or ("",))[0])
             response = await handler(request)
             if changes and response.status_code < 300:
                 # The next call, and a failover, see the change (lib.store.acknowledged).
@@ -368,14 +410,17 @@ class Cors(CORSMiddleware):
 
 
 def _cors_options(cfg):
+    """Credentialed CORS (cookies, a browser's own Basic prompt) only for the origins
+    UA_WS_ORIGINS names. With any origin allowed, `Access-Control-Allow-Origin: *` and never
+    `Access-Control-Allow-Credentials`: a page may still send an Authorization header it
+    holds itself, which a wildcard allows."""
     origins = [o.rstrip("/") for o in cfg.ws_origins]
     common = {"allow_methods": ["GET", "PUT", "POST", "DELETE"],
               "allow_headers": ["Authorization", "Content-Type"],
-              "expose_headers": ["Retry-After", "WWW-Authenticate"],
-              "allow_credentials": True, "max_age": 600}
+              "expose_headers": ["Retry-After", "WWW-Authenticate"], "max_age": 600}
     if not origins or "*" in origins:
-        return {"allow_origin_regex": ".*", **common}
-    return {"allow_origins": origins, **common}
+        return {"allow_origins": ["*"], "allow_credentials": False, **common}
+    return {"allow_origins": origins, "allow_credentials": True, **common}
 
 
 # --- the application -------------------------------------------------------------------

@@ -53,14 +53,18 @@ class Clock:
 
 
 def client(cfg, redis_client=None, clock=None):
+    """Over HTTPS, as a client on another host must talk to an API that requires TLS."""
     return TestClient(create_app(cfg, redis_client, clock or Clock()),
-                      raise_server_exceptions=False, follow_redirects=True)
+                      base_url="https://testserver", raise_server_exceptions=False,
+                      follow_redirects=True)
 
 
 @pytest.fixture
 def env(redis_url):
+    # No block of failed authentications: these tests send wrong credentials on purpose,
+    # all from one client (tests/test_api_security.py tests the block).
     return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN,
-            "UA_MEDIA": "passthrough"}
+            "UA_MEDIA": "passthrough", "UA_API_AUTH_FAILURES": "0"}
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """The proxy under test: `python -m lib.runner` with free ports, its own var/ directory
 and a given Redis, ready when its API server's /api/v1/health answers 200 (Kamailio,
 Redis and the media relay answer), stopped by its PID."""
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from lib.provisioning import ha1
 from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 
@@ -18,6 +21,11 @@ TOKEN = "test-admin-token"
 
 
 class Proxy:
+    # Every log a proxy of this test session wrote, and every credential the session gave
+    # a proxy: no log may hold one (contract section 9; tests/conftest.py checks at the end).
+    logs = set()
+    credentials = {TOKEN}
+
     def __init__(self, redis_url, workdir, listen="127.0.0.1", node_id="node-a", env=None):
         self.listen = listen
         self.workdir = Path(workdir)
@@ -36,9 +44,13 @@ class Proxy:
             "UA_MDS_PROBE_INTERVAL": "0",
             # flood protection off whatever the default: the bad-SIP corpus and the loads
             # come from one address at hundreds per second (tests/test_security.py sets it)
-            "UA_FLOOD_RATE": "0", **(env or {})}
+            "UA_FLOOD_RATE": "0",
+            # no block of failed API authentications either: the API tests send wrong
+            # credentials from 127.0.0.1 on purpose (tests/test_api_security.py sets it)
+            "UA_API_AUTH_FAILURES": "0", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"
+        Proxy.logs.add(self.log_path)
 
     @property
     def sip_port(self):
@@ -151,7 +163,29 @@ class Proxy:
             status, raw, hdrs = err.code, err.read(), dict(err.headers)
         return status, (json.loads(raw) if raw else None), hdrs
 
+    @classmethod
+    def remember_credentials(cls, number, password, domain):
+        """The password and what is derived from it (HA1, HTTP Basic) for the log check."""
+        cls.credentials |= {password, ha1(number, domain, password),
+                            base64.b64encode(f"{number}:{password}".encode()).decode()}
+
+    @classmethod
+    def credentials_in_logs(cls):
+        """(log, credential) for every credential found in a log of this session."""
+        found = []
+        for path in sorted(cls.logs):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            for credential in sorted(cls.credentials):
+                # whole words: the password "secret" is no leak inside "sip_secret"
+                if re.search(rf"(?<![\w+/=]){re.escape(credential)}(?![\w+/=])", text):
+                    found.append((str(path), credential))
+        return found
+
     def provision_user(self, number, line_type="ua", password="secret", **fields):
+        self.remember_credentials(number, password, self.domain)
         status, body, _ = self.api("PUT", f"/api/v1/users/{number}", {
             "name": f"User {number}", "password": password, "line_type": line_type, **fields})
         assert status in (200, 201), body

@@ -22,6 +22,10 @@ The users of the call pool registered from the deskphone's address before the ca
 register workload uses the other users (U sends a call to the address a REGISTER came
 from, so the register load must not re-register the call pool from elsewhere).
 
+The import row: U's API server takes a CSV of 100,000 new users in one request (wall
+seconds, the peak RSS, VmHWM, of the API server plus that of its importer process) while a client reads one user's device
+(GET /api/v1/users/{n}/device) back to back: its p50 and p99 during the import.
+
 BENCH_QUICK=1: fewer repetitions, shorter points and no ladder (fixed rates,
 BENCH_CALL_RATE / BENCH_REGISTER_RATE). Results: bench/results.json and a table on stdout.
 """
@@ -34,7 +38,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +133,11 @@ def memory_kib(pid):
             if name in ("Rss", "Private_Clean", "Private_Dirty"):
                 values[name] = int(rest.split()[0])
     return values["Rss"], values["Private_Clean"] + values["Private_Dirty"]
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def pin(pids, cpus):
@@ -251,12 +262,15 @@ class NativeProxy(Proxy):
 
 
 class UniqueAccountProxy(Proxy):
-    """U: this project, started as `make run` starts it (python -m lib.runner)."""
+    """U: this project, started as `make run` starts it (python -m lib.runner); metrics
+    False: with UA_METRICS=0 (the SIP side counts nothing)."""
 
-    def __init__(self, workdir, users, media="passthrough"):
-        self.name = "U" if media == "passthrough" else "U+rtpengine"
+    def __init__(self, workdir, users, media="passthrough", metrics=True):
+        self.name = ("U" if media == "passthrough" else "U+rtpengine") + (
+            "" if metrics else "-metrics-off")
         super().__init__(workdir, users)
         self.media = media
+        self.metrics = metrics
         self.proc = self.redis_proc = None
 
     def start(self):
@@ -268,13 +282,16 @@ class UniqueAccountProxy(Proxy):
         self.memory_empty = self.redis_memory()
         self.provision(url)
         self.memory_provisioned = self.redis_memory()
-        http_port = free_port(PROXY_IP)
-        self.api_url = f"http://{PROXY_IP}:{http_port}/api/v1"
+        api_port = free_port(PROXY_IP)
+        self.api_url = f"http://{PROXY_IP}:{api_port}/api/v1"
         env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
         env.update({"UA_LISTEN": PROXY_IP, "UA_SIP_PORT": str(self.port),
                     "UA_TLS_PORT": str(free_port(PROXY_IP)),
-                    "UA_HTTP_PORT": str(http_port),
+                    "UA_HTTP_PORT": str(free_port(PROXY_IP)),
                     "UA_HTTPS_PORT": str(free_port(PROXY_IP)),
+                    "UA_API_PORT": str(api_port),
+                    "UA_API_HTTPS_PORT": str(free_port(PROXY_IP)),
+                    "UA_METRICS": "1" if self.metrics else "0",
                     "UA_REDIS_URL": url, "UA_API_TOKEN": "bench", "UA_NODE_ID": self.name,
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
@@ -301,8 +318,33 @@ class UniqueAccountProxy(Proxy):
             prov.set_device(n, "webrtc")
 
     def kamailio_pids(self):
-        # the runner's tree: the runner itself (idle), Kamailio, rtpengine with media
-        return descendants(self.proc.pid)
+        # the runner's tree: the runner itself (idle), Kamailio, rtpengine with media; not
+        # the API server (no part of a call's path)
+        api = self.api_server_pid()
+        return [pid for pid in descendants(self.proc.pid) if pid != api]
+
+    def api_server_pid(self):
+        for pid in children_of().get(self.proc.pid, ()):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"lib.web.server" in f.read():
+                        return pid
+            except OSError:
+                continue
+        return None
+
+    def api_ready(self):
+        try:
+            return self.api("GET", "/health")[0] == 200
+        except OSError:
+            return False
+
+    def api(self, method, path, body=None, content_type="application/json", timeout=10):
+        req = urllib.request.Request(self.api_url + path, data=body, method=method,
+                                     headers={"Authorization": "Bearer bench",
+                                              "Content-Type": content_type})
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
 
     def stop(self):
         stop_process(self.proc)
@@ -618,6 +660,86 @@ def media_row(bench, workdir, rates):
     return out
 
 
+def metrics_row(bench, workdir, rates):
+    """U with its metrics on against U with UA_METRICS=0, side by side: both running, loaded
+    in turns at the common call rate, the order swapped every repetition, twice as many
+    points as the main table (the difference sought is a few per cent)."""
+    users = Users(100)
+    proxies = [UniqueAccountProxy(workdir, users),
+               UniqueAccountProxy(workdir, users, metrics=False)]
+    points = {proxy.name: [] for proxy in proxies}
+    try:
+        for proxy in proxies:
+            proxy.start()
+            bench.register_call_pool(proxy)
+        for proxy in proxies:
+            warm_up(bench, proxy, rates["calls"])
+        for rep in range(2 * REPEATS):
+            log(f"metrics on and off, repetition {rep + 1}/{2 * REPEATS}")
+            for proxy in proxies if rep % 2 == 0 else proxies[::-1]:
+                points[proxy.name].append(bench.measure(proxy, "calls", rates["calls"]))
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+    return {name: {"rate": rates["calls"], "failed": sum(r["failed"] for r in runs),
+                   "cpu_ms_per_op": summary([r["cpu_ms_per_op"] for r in runs])}
+            for name, runs in points.items()}
+
+
+IMPORT_USERS = 100_000
+IMPORT_FIRST = 500_000
+
+
+def import_row(workdir):
+    """U's API server: a CSV of 100,000 new users in one request, and the latency of
+    GET /users/{n}/device (back to back, one client) while it runs."""
+    proxy = UniqueAccountProxy(workdir, Users(100))
+    number = proxy.users.numbers[0]
+    lines = ["exten,firstname,lastname,line_type,sip_secret,mds"] + [
+        f"{IMPORT_FIRST + i},User,{i},ua,{PASSWORD.format(i)},mds1"
+        for i in range(IMPORT_USERS)]
+    body = ("\r\n".join(lines) + "\r\n").encode()
+    latencies, failed, done = [], [], threading.Event()
+
+    def reads():
+        while not done.is_set():
+            started = time.perf_counter()
+            try:
+                proxy.api("GET", f"/users/{number}/device")
+            except OSError as exc:          # HTTPError included: a 503 is counted
+                failed.append(str(exc))
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+    try:
+        proxy.start()
+        wait_for(proxy.api_ready, 30, "the API server")
+        pid = proxy.api_server_pid()
+        rss_before = memory_kib(pid)[0]
+        reader = threading.Thread(target=reads, daemon=True)
+        log(f"import row: {IMPORT_USERS:,} users ({len(body):,} bytes) in one request")
+        started = time.monotonic()
+        reader.start()
+        try:
+            status, answer = proxy.api("POST", "/users/import", body, "text/csv", timeout=600)
+        finally:
+            seconds = time.monotonic() - started
+            done.set()
+            reader.join()
+        assert status == 200 and json.loads(answer)["created"] == IMPORT_USERS, answer[:300]
+        # The API server and its importer process (lib/web/users_csv.py), each at its peak.
+        peak = sum(peak_rss_kib(p) for p in descendants(pid))
+    finally:
+        proxy.stop()
+    return {"users": IMPORT_USERS, "bytes": len(body), "seconds": round(seconds, 2),
+            "api_server_rss_kib_before": rss_before, "api_server_peak_rss_kib": peak,
+            "device_get_during_import_ms": {
+                "requests": len(latencies) + len(failed), "failed": len(failed),
+                "failures": sorted(set(failed)),
+                "p50": round(percentile(latencies, 0.5), 2),
+                "p99": round(percentile(latencies, 0.99), 2),
+                "max": round(max(latencies), 2)}}
+
+
 def ratios(results):
     """The figures the targets of issue 7 are about, from the medians."""
     small, large = (results["users"][str(c)] for c in USER_COUNTS)
@@ -647,6 +769,9 @@ def ratios(results):
     media = results["media"]
     out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
                                          / media["U"]["cpu_ms_per_op"]["median"])
+    side = results["metrics"]
+    out["U metrics on/off cpu per call"] = (side["U"]["cpu_ms_per_op"]["median"]
+                                            / side["U-metrics-off"]["cpu_ms_per_op"]["median"])
     return {k: round(v, 3) + 0.0 for k, v in out.items()}     # + 0.0: no "-0.0"
 
 
@@ -676,9 +801,19 @@ def table(results):
                 f"| {lat['p50']['median']:.2f} / {lat['p99']['median']:.2f} "
                 f"| {highest(r, 'calls')} | {highest(r, 'register')} "
                 f"| {r['kamailio_memory']['private_kib_per_process']:,} |")
-    for name, r in results["media"].items():
-        lines.append(f"| 100 | {name} (calls at {r['rate']}/s, {r['failed']} failed) "
-                     f"| {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    for row in ("media", "metrics"):
+        for name, r in results[row].items():
+            lines.append(f"| 100 | {name} ({row} row: calls at {r['rate']}/s, "
+                         f"{r['failed']} failed) | {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    imp = results["import"]
+    get = imp["device_get_during_import_ms"]
+    lines += ["", f"U's API server: {imp['users']:,} users ({imp['bytes']:,} bytes of CSV) "
+              f"imported in one request in {imp['seconds']:.1f} s, peak RSS (server + importer) "
+              f"{imp['api_server_peak_rss_kib'] / 1024:.0f} MiB "
+              f"({imp['api_server_rss_kib_before'] / 1024:.0f} MiB before); "
+              f"GET /api/v1/users/{{n}}/device meanwhile: p50 {get['p50']:.1f} ms, "
+              f"p99 {get['p99']:.1f} ms, max {get['max']:.1f} ms ({get['requests']} requests, "
+              f"{get['failed']} failed)"]
     misses = [f"{int(count):,} users {r['calls']['cache_misses_per_call']['median']:.3f} "
               f"({r['calls']['cache_misses_per_call']['min']:.3f}-"
               f"{r['calls']['cache_misses_per_call']['max']:.3f})"
@@ -714,6 +849,8 @@ def main():
                 with_kemi=count == USER_COUNTS[0])
         results["rates"] = {k: rates[k] for k in ("calls", "register")}
         results["media"] = media_row(bench, workdir / "media", rates)
+        results["metrics"] = metrics_row(bench, workdir / "metrics", rates)
+        results["import"] = import_row(workdir / "import")
     finally:
         bench.stop()
     results["ratios"] = ratios(results)

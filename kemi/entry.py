@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
-from lib import (api, blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
+from lib import (blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
                  mds_health, media, metrics, nodes, registrar, routing, sipmsg, store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
@@ -19,8 +19,6 @@ LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
 # Kamailio URIs know no transport=wss: a WSS peer is addressed as ws, its socket says TLS.
 URI_TRANSPORT = {"wss": "ws"}
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
-HTTP_REQUEST_HEADERS = ("Authorization", "Origin", "Content-Type",
-                        "Access-Control-Request-Method", "Access-Control-Request-Headers")
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
 MDS_PROBER = mds_health.Prober(CFG)   # used by the MDS timer process only
@@ -63,8 +61,9 @@ def store_unavailable():
 
 
 def count(family, *labels):
-    """One more in a shared-memory counter of lib/metrics (atomic across processes)."""
-    getattr(KSR.xhttp_prom, f"counter_inc_l{len(labels)}")(family, 1, *labels)
+    """One more in a counter of lib/metrics, unless UA_METRICS=0 (make bench's comparison)."""
+    if CFG.metrics:
+        metrics.count(family, *labels)
 
 
 def guarded(fn, *args):
@@ -123,10 +122,6 @@ def send_notify(message):
 
 class kamailio:
     def child_init(self, rank):
-        if rank == 1:   # once, in the first SIP worker: every series exists from the start
-            for family, series in metrics.COUNTERS.items():
-                for labels in series:
-                    getattr(KSR.xhttp_prom, f"counter_reset_l{len(labels)}")(family, *labels)
         return 0
 
     # --- SIP requests -----------------------------------------------------------------
@@ -394,9 +389,9 @@ class kamailio:
     def initial(self):
         started = time.perf_counter()
         self.route_initial()
-        # The request is on its way already: a metrics problem must not reach it.
-        quietly(KSR.xhttp_prom.histogram_observe_l0, metrics.ROUTING_HISTOGRAM,
-                f"{time.perf_counter() - started:.6f}")
+        if CFG.metrics:
+            # The request is on its way already: a metrics problem must not reach it.
+            quietly(metrics.observe_routing, time.perf_counter() - started)
 
     def route_initial(self):
         if KSR.is_PUBLISH():
@@ -682,10 +677,7 @@ class kamailio:
     # --- MDS health: OPTIONS probes from a timer process of their own ---------------------
 
     def ksr_mds_timer(self, msg, *args):
-        def probe():
-            for name, up in MDS_PROBER.tick(time.time()).items():
-                KSR.xhttp_prom.gauge_set_l1(mds_health.GAUGE, "1" if up else "0", name)
-        return guarded(probe)
+        return guarded(MDS_PROBER.tick, time.time())
 
     # --- connections ------------------------------------------------------------------
 
@@ -725,52 +717,23 @@ class kamailio:
                 registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
         return guarded(closed)
 
-    # --- HTTP: API and WebSocket handshake ---------------------------------------------
+    # --- HTTP: the WebSocket handshake only (the API has its own server, lib/web) -------
 
     def ksr_xhttp_event(self, msg, evname=""):
         return guarded(self.http)
 
     def http(self):
-        if KSR.pv.get("$Rp") not in (CFG.http_port, CFG.https_port):
-            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")  # no HTTP on SIP ports
-            return
-        path = KSR.xhttp.get_hu() or "/"
-        if path.split("?")[0] == "/metrics":
-            self.metrics()
-            return
         upgrade = (KSR.hdr.get("Upgrade") or "").lower()
-        if upgrade == "websocket":
-            self.websocket_upgrade(path)
-            return
-        headers = {name: KSR.hdr.get(name) for name in HTTP_REQUEST_HEADERS}
-        code, reason, ctype, body, extra = api.handle_raw(
-            pv("$rm"), path, headers, KSR.pv.get("$rb") or b"",
-            presence_changed=lambda number: self.presence_changed([number]),
-            event=self.api_event)
-        for name, value in extra:
-            KSR.hdr.append_to_reply(f"{name}: {value}\r\n")
-        KSR.xhttp.xhttp_reply(code, reason, ctype, body)
-
-    def api_event(self, name):
-        if name == "auth_failure":
-            count("ua_auth_failures_total", "api")
-        elif name == "store_error":
-            count("ua_store_errors_total")
-
-    def metrics(self):
-        """Prometheus text: gauges counted in Redis now, then xhttp_prom renders it all."""
-        try:
-            for (family, device), value in metrics.gauge_values(time.time()).items():
-                KSR.xhttp_prom.gauge_set_l1(family, str(value), device)
-        except store.StoreUnavailable:
-            count("ua_store_errors_total")     # counters are still worth a scrape
-        KSR.xhttp_prom.dispatch()
+        if upgrade == "websocket" and KSR.pv.get("$Rp") in (CFG.http_port, CFG.https_port):
+            self.websocket_upgrade(KSR.xhttp.get_hu() or "/")
+        else:
+            KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "")
 
     def websocket_upgrade(self, path):
         origin = KSR.hdr.get("Origin")
         if path.split("?")[0] != "/ws":
             KSR.xhttp.xhttp_reply(404, "Not Found", "text/plain", "no WebSocket here\n")
-        elif origin and not api.origin_allowed(CFG, origin):
+        elif origin and not config.origin_allowed(CFG, origin):
             # Browsers always send Origin; a non-browser client could forge it anyway.
             KSR.xhttp.xhttp_reply(403, "Forbidden", "text/plain", "origin not allowed\n")
         else:

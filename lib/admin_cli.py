@@ -1,9 +1,9 @@
-"""ua-admin: the admin API (contract section 9) from a shell. Standard library only.
+"""ua-admin: the admin API (contract section 9) from a shell. Standard library and tqdm (the upload's progress bar).
 
     ua-admin [--url URL] [--token TOKEN] [--json] COMMAND ...
 
-The API is at --url, else $UA_API_URL, else http://$UA_LISTEN:$UA_HTTP_PORT (defaults
-127.0.0.1 and 8088). The admin token is --token, else $UA_API_TOKEN, else the file
+The API is at --url, else $UA_API_URL, else http://$UA_LISTEN:$UA_API_PORT (defaults
+127.0.0.1 and 8089). The admin token is --token, else $UA_API_TOKEN, else the file
 api_token of the proxy's var directory ($UA_VAR_DIR, default var/ of this repository)
 when present. Global options may also follow the command (`ua-admin users list --json`).
 
@@ -12,15 +12,10 @@ every bad line, goes to stderr), 2 usage error, 3 the API cannot be reached or f
 (5xx). Output is for humans (tables, `key: value`) unless --json, which prints the API's
 JSON on stdout.
 
-CSV import (`ua-admin import FILE.csv`): the file is cut into requests of at most 12 KiB,
-the header repeated in each, on record boundaries (a quoted field may span lines). Every
-chunk is first validated with `?dry_run=1`, so that a bad line anywhere changes nothing;
-only then are the chunks imported, one by one. Line numbers in errors are those of the
-file (the header is line 1). Pairs of lines in different chunks that the API could not
-compare (the same number twice, one DID for two users, a DID equal to another number of
-the file) are checked here. A failure while importing (the store changed meanwhile, or
-the API went away) leaves the chunks already imported in place: the message says which
-lines they hold.
+CSV import (`ua-admin import FILE.csv`): the whole file in one request, all or nothing
+(the API takes up to UA_API_MAX_BODY, 32 MiB: a hundred thousand users and more), with
+a progress bar for the upload on a terminal (tqdm); `--dry-run` validates every line and
+stores nothing. Line numbers in errors are those of the file (the header is line 1).
 """
 import argparse
 import csv
@@ -29,15 +24,16 @@ import json
 import os
 import ssl
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tqdm import tqdm
+
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "/api/v1"
-MAX_REQUEST = 12 * 1024          # the API's body limit (lib.api.MAX_BODY; a test keeps them equal)
+UPLOAD_BLOCK = 64 * 1024         # bytes sent between two updates of the progress bar
 DEFAULT_TIMEOUT = 60.0
 USER_FIELDS = ("number", "name", "line_type", "mds", "dids", "ring_seconds", "memberships")
 FORWARD_RULES = ("unconditional", "busy", "noanswer")
@@ -71,7 +67,7 @@ def default_url(env=None):
     host = env.get("UA_LISTEN") or "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"                        # an IPv6 address
-    return f"http://{host}:{env.get('UA_HTTP_PORT') or '8088'}"
+    return f"http://{host}:{env.get('UA_API_PORT') or '8089'}"
 
 
 def default_token(env=None):
@@ -101,9 +97,11 @@ class Client:
         if insecure and parts.scheme == "https":
             self.context = ssl._create_unverified_context()
 
-    def request(self, method, path, body=None, *, query=None, content_type=None, raw=False):
+    def request(self, method, path, body=None, *, query=None, content_type=None, raw=False,
+                progress=None):
         """(status, parsed JSON body or None; bytes when raw) of a 2xx answer. Raises
-        CliError: 1 for a 4xx, 3 for a 5xx or no answer."""
+        CliError: 1 for a 4xx, 3 for a 5xx or no answer. progress: a tqdm bar the upload
+        of a bytes body advances."""
         url = self.url + PREFIX + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -115,6 +113,9 @@ class Client:
                 data = json.dumps(body).encode()
                 content_type = content_type or "application/json"
         req = urllib.request.Request(url, data=data, method=method)
+        if progress is not None and data:
+            req.data = _blocks(data, progress)
+            req.add_header("Content-Length", str(len(data)))
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         if content_type:
@@ -142,6 +143,14 @@ class Client:
         if raw:
             return status, payload
         return status, _parse_json(payload)
+
+
+def _blocks(data, progress):
+    view = memoryview(data)
+    for start in range(0, len(data), UPLOAD_BLOCK):
+        block = view[start:start + UPLOAD_BLOCK]
+        yield block
+        progress.update(len(block))
 
 
 def _parse_json(payload):
@@ -379,266 +388,41 @@ def cmd_mds_delete(client, args):
 
 # --- CSV import ------------------------------------------------------------------------
 
-class Record:
-    __slots__ = ("text", "data", "line", "lines")
-
-    def __init__(self, text, line, lines):
-        self.text = text              # raw text with its line end
-        self.data = text.encode("utf-8")
-        self.line = line              # first physical line in the file (header = 1)
-        self.lines = lines            # how many physical lines it spans
-
-
-def split_records(text):
-    """The CSV `text` as Records: physical lines joined while a quoted field is open
-    (an odd number of `"` so far; quotes inside quoted fields are doubled)."""
-    records, pending, start, quotes, line = [], [], 1, 0, 0
-    for physical in io.StringIO(text, newline=""):
-        line += 1
-        if not pending:
-            start = line
-        pending.append(physical)
-        quotes += physical.count('"')
-        if quotes % 2 == 0:
-            records.append(Record("".join(pending), start, line - start + 1))
-            pending, quotes = [], 0
-    if pending:                        # an unterminated quote: the API will say so
-        records.append(Record("".join(pending), start, line - start + 1))
-    return records
-
-
-class Chunk:
-    def __init__(self, header, index):
-        self.index = index
-        self.records = []
-        self.size = len(header.data)
-        self.header = header
-
-    def body(self):
-        head = self.header.text
-        if not head.endswith(("\n", "\r")):
-            head += "\n"
-        return (head + "".join(r.text for r in self.records)).encode("utf-8")
-
-    def original_line(self, line):
-        """The file's line for the chunk's physical `line` (the header is 1 in both)."""
-        if not isinstance(line, int) or line < 1:
-            return line
-        if line <= self.header.lines:
-            return line
-        at = self.header.lines
-        for r in self.records:
-            if line <= at + r.lines:
-                return r.line + (line - at - 1)
-            at += r.lines
-        return line
-
-    @property
-    def rows(self):
-        return sum(1 for r in self.records if r.text.strip())
-
-    def span(self):
-        if not self.records:
-            return "no lines"
-        last = self.records[-1]
-        return f"lines {self.records[0].line}-{last.line + last.lines - 1}"
-
-
-def make_chunks(records, limit):
-    """Chunks of at most `limit` bytes each (header included). Raises CliError(1) for a
-    record that cannot fit with the header."""
-    header, rows = records[0], records[1:]
-    if not header.text.endswith(("\n", "\r")):
-        header = Record(header.text + "\n", header.line, header.lines)
-    chunks = [Chunk(header, 0)]
-    too_big = []
-    for rec in rows:
-        size = len(rec.data)
-        if len(header.data) + size > limit:
-            hint = (f" (a record of {rec.lines} lines: a quote left open?)"
-                    if rec.lines > 1 else "")
-            too_big.append((rec.line, f"longer than the {limit}-byte request limit with "
-                                      f"the header{hint}"))
-            continue
-        if chunks[-1].records and chunks[-1].size + size > limit:
-            chunks.append(Chunk(header, len(chunks)))
-        chunks[-1].records.append(rec)
-        chunks[-1].size += size
-    if too_big:
-        raise refused("lines too long to import", too_big)
-    return chunks
-
-
-def cross_chunk_errors(chunks):
-    """What the API cannot see across requests: the same number twice, one DID for two
-    users, a DID equal to another user's number of the file. [(line, error)]."""
-    try:
-        columns = [c.strip().lower() for c in next(csv.reader(io.StringIO(
-            chunks[0].header.text, newline="")))]
-    except (StopIteration, csv.Error):
-        return []
-    if "exten" not in columns:
-        return []
-    i_exten = columns.index("exten")
-    i_dids = columns.index("dids") if "dids" in columns else None
-    numbers = {}      # exten -> (chunk, line)
-    dids = {}         # did -> (chunk, line, exten)
-    rows = []
-    for chunk in chunks:
-        for rec in chunk.records:
-            try:
-                fields = next(csv.reader(io.StringIO(rec.text, newline="")), [])
-            except csv.Error:
-                continue
-            if len(fields) <= i_exten:
-                continue
-            exten = fields[i_exten].strip()
-            did_list = []
-            if i_dids is not None and len(fields) > i_dids:
-                did_list = [d.strip() for d in fields[i_dids].split(";") if d.strip()]
-            rows.append((chunk.index, rec.line, exten, did_list))
-    errors = []
-    for index, line, exten, _ in rows:
-        if exten in numbers and numbers[exten][0] != index:
-            errors.append((line, f"exten {exten} appears twice (first on line "
-                                 f"{numbers[exten][1]})"))
-        numbers.setdefault(exten, (index, line))
-    for index, line, exten, did_list in rows:
-        for did in did_list:
-            if did in dids and dids[did][0] != index and dids[did][2] != exten:
-                errors.append((line, f"DID {did} is also given to user {dids[did][2]} "
-                                     f"(line {dids[did][1]})"))
-            dids.setdefault(did, (index, line, exten))
-            other = numbers.get(did)
-            if did != exten and other is not None and other[0] != index:
-                errors.append((line, f"DID {did} is the number of another user "
-                                     f"(line {other[1]})"))
-    return errors
-
-
-class Progress:
-    def __init__(self, total, enabled, stream=None, width=30):
-        self.total, self.enabled, self.width = total, enabled, width
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last = None
-
-    def update(self, label, done):
-        if not self.enabled:
-            return
-        filled = self.width if not self.total else self.width * done // self.total
-        text = (f"{label} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{done}/{self.total} rows")
-        if self.tty:
-            self.stream.write("\r" + text)
-            if done >= self.total:
-                self.stream.write("\n")
-        elif text != self.last:
-            self.stream.write(text + "\n")
-        self.last = text
-        self.stream.flush()
-
-    def abort(self):
-        if self.enabled and self.tty and self.last:
-            self.stream.write("\n")
-            self.stream.flush()
-        self.last = None
-
-
 def read_csv(path):
     try:
         raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise CliError(EXIT_USAGE, f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise refused("the file is not UTF-8", [(line, "invalid UTF-8")]) from None
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-def post_chunk(client, chunk, dry_run):
-    """(created, updated) of one chunk; CliError with the file's line numbers."""
-    try:
-        _, body = client.request("POST", "/users/import", chunk.body(),
-                                 query={"dry_run": "1"} if dry_run else None,
-                                 content_type="text/csv; charset=utf-8")
-    except CliError as exc:
-        if isinstance(exc.body, dict) and isinstance(exc.body.get("lines"), list):
-            exc.lines = [(chunk.original_line(item.get("line")), item.get("error"))
-                         for item in exc.body["lines"] if isinstance(item, dict)]
-            exc.message = exc.body.get("error") or exc.message
-        raise
-    body = body or {}
-    return int(body.get("created") or 0), int(body.get("updated") or 0)
+    if not raw.strip():
+        raise refused("the file is empty (a header line is required)", [(1, "no header")])
+    return raw
 
 
 def cmd_import(client, args):
-    text = read_csv(args.file)
-    records = split_records(text)
-    if not records:
-        raise refused("the file is empty (a header line is required)", [(1, "no header")])
-    chunks = make_chunks(records, args.chunk_size)
-    total = sum(c.rows for c in chunks)
-    enabled = args.progress or sys.stderr.isatty()
-    progress = Progress(total, enabled and not args.quiet)
-
-    # 1. Validate every chunk, collecting every bad line of the file.
-    errors, checked = {}, 0
-    for chunk in chunks:
+    raw = read_csv(args.file)
+    enabled = (args.progress or sys.stderr.isatty()) and not args.quiet
+    with tqdm(total=len(raw), unit="B", unit_scale=True, unit_divisor=1024,
+              desc="uploading", file=sys.stderr, disable=not enabled) as bar:
         try:
-            post_chunk(client, chunk, dry_run=True)
+            _, body = client.request("POST", "/users/import", raw,
+                                     query={"dry_run": "1"} if args.dry_run else None,
+                                     content_type="text/csv; charset=utf-8", progress=bar)
         except CliError as exc:
-            if exc.code != EXIT_REFUSED or not exc.lines:
-                progress.abort()           # not a CSV error (auth, size...): stop here
-                raise
-            for line, error in exc.lines:
-                errors.setdefault(line, error)
-            if 1 in errors:                # the header: every chunk would say the same
-                break
-        checked += chunk.rows
-        progress.update("validating", checked)
-    for line, error in cross_chunk_errors(chunks):
-        errors.setdefault(line, error)
-    if errors:
-        progress.abort()
-        lines = sorted(errors.items(), key=lambda e: (e[0] if isinstance(e[0], int) else 0))
-        n = len(lines)
-        summary = f"{n} bad line{'s' * (n != 1)}"
-        raise refused(f"{summary} in {args.file}, nothing imported", lines,
-                      body={"error": summary,
-                            "lines": [{"line": l, "error": e} for l, e in lines]})
-    if args.dry_run:
-        summary = {"created": 0, "updated": 0, "dry_run": True, "rows": total,
-                   "requests": len(chunks)}
-        if args.json:
-            emit_json(summary)
-        else:
-            print(f"{total} row(s) valid in {len(chunks)} request(s); nothing imported "
-                  "(dry run)")
-        return
-
-    # 2. Import chunk by chunk.
-    created = updated = imported = 0
-    started = time.monotonic()
-    for chunk in chunks:
-        try:
-            c, u = post_chunk(client, chunk, dry_run=False)
-        except CliError as exc:
-            progress.abort()
-            before = (f"lines 2-{chunk.records[0].line - 1} are imported ({created} created, "
-                      f"{updated} updated)" if chunk.index else "nothing imported")
-            exc.message = f"{exc.message}; import stopped at {chunk.span()}: {before}"
+            if isinstance(exc.body, dict) and isinstance(exc.body.get("lines"), list):
+                exc.lines = [(item.get("line"), item.get("error"))
+                             for item in exc.body["lines"] if isinstance(item, dict)]
+                exc.message = f"{exc.body.get('error') or exc.message} in {args.file}, " \
+                              "nothing imported"
             raise
-        created, updated, imported = created + c, updated + u, imported + chunk.rows
-        progress.update("importing ", imported)
-    summary = {"created": created, "updated": updated}
+    body = body or {}
     if args.json:
-        emit_json(summary)
+        emit_json(body)
+    elif args.dry_run:
+        print(f"{body.get('created', 0) + body.get('updated', 0)} row(s) valid "
+              f"({body.get('created', 0)} to create, {body.get('updated', 0)} to update); "
+              "nothing imported (dry run)")
     else:
-        print(f"imported {total} row(s) in {len(chunks)} request(s) "
-              f"({time.monotonic() - started:.1f} s): {created} created, {updated} updated")
+        print(f"imported: {body.get('created', 0)} created, {body.get('updated', 0)} updated")
 
 
 def cmd_export(client, args):
@@ -653,7 +437,8 @@ def cmd_export(client, args):
     except OSError as exc:
         raise CliError(EXIT_USAGE, f"cannot write {args.file}: {exc.strerror or exc}") \
             from None
-    rows = max(len(split_records(payload.decode("utf-8", "replace"))) - 1, 0)
+    rows = max(sum(1 for _ in csv.reader(io.StringIO(payload.decode("utf-8", "replace"),
+                                                     newline=""))) - 1, 0)
     if args.json:
         emit_json({"file": args.file, "users": rows, "bytes": len(payload)})
     else:
@@ -672,13 +457,6 @@ def positive_int(text):
     return value
 
 
-def chunk_size(text):
-    value = positive_int(text)
-    if not 1024 <= value <= MAX_REQUEST:
-        raise argparse.ArgumentTypeError(f"must be from 1024 to {MAX_REQUEST}")
-    return value
-
-
 def global_options(parser, suppress):
     """--url, --token, --json... on the main parser (with defaults) and again on every
     command (SUPPRESS: given only there, they override the main parser's)."""
@@ -686,7 +464,7 @@ def global_options(parser, suppress):
     g = parser.add_argument_group("connection and output")
     g.add_argument("--url", default=d(None), metavar="URL",
                    help="API base URL (env UA_API_URL; default "
-                        "http://$UA_LISTEN:$UA_HTTP_PORT, i.e. http://127.0.0.1:8088)")
+                        "http://$UA_LISTEN:$UA_API_PORT, i.e. http://127.0.0.1:8089)")
     g.add_argument("--token", default=d(None), metavar="TOKEN",
                    help="admin API token (env UA_API_TOKEN; default: var/api_token)")
     g.add_argument("--json", action="store_true", default=d(False),
@@ -749,15 +527,13 @@ def build_parser():
     # import / export
     p = command(sub, "import", cmd_import,
                 "create or update users from a CSV file (all or nothing)",
-                epilog="The file is sent in requests of at most --chunk-size bytes, every "
-                       "one validated first (dry run): a bad line anywhere imports nothing.")
+                epilog="The whole file is one request: a bad line anywhere imports nothing.")
     p.add_argument("file", metavar="FILE.csv", help="the CSV file ('-' for stdin)")
     p.add_argument("--dry-run", action="store_true", help="validate only, change nothing")
     p.add_argument("--progress", action="store_true",
-                   help="show the progress bar on stderr even when it is not a terminal")
+                   help="show the upload's progress bar on stderr even when it is not a "
+                        "terminal")
     p.add_argument("--quiet", action="store_true", help="never show the progress bar")
-    p.add_argument("--chunk-size", type=chunk_size, default=MAX_REQUEST, metavar="BYTES",
-                   help=f"largest request body (default and maximum {MAX_REQUEST})")
     p = command(sub, "export", cmd_export, "write every user as CSV")
     p.add_argument("file", nargs="?", metavar="FILE", help="output file (default: stdout)")
 

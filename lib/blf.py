@@ -183,3 +183,10 @@ def expired(now):
             continue
         messages.append(unsubscribe(sub, now, "timeout"))
     return messages
+
+
+def notify_later(r, number):
+    """A change made outside Kamailio (the API server's device selection) that may move
+    the user's presence: the BLF timer tells the watchers within its second (late())."""
+    if r.exists(watchers_key(number)):
+        r.rpush(callstate.LATE_KEY, number)

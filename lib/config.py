@@ -1,4 +1,5 @@
 """Configuration from the UA_* environment variables (contract section 1)."""
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ class Config:
     tls_port: int
     http_port: int
     https_port: int
+    api_port: int               # the API server (lib/web), not Kamailio
+    api_https_port: int
+    api_max_body: int           # bytes; a bigger request body gets 413
+    kamailio_ctl: str           # Kamailio's RPC socket (health); set by the runner
     domain: str
     redis_url: str
     api_token: str
@@ -35,6 +40,10 @@ class Config:
     context_cache: int          # call contexts a process keeps (lib/store.cached_script)
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
+    metrics: bool               # UA_METRICS=0: the SIP side counts nothing (make bench)
+    api_auth_failures: int      # failed API authentications per address and minute; 0: no limit
+    api_auth_block_seconds: int
+    api_require_tls: bool       # credentials over plain HTTP only from the host itself
 
 
 def load(env=None) -> Config:
@@ -49,6 +58,10 @@ def load(env=None) -> Config:
         tls_port=int(env.get("UA_TLS_PORT", "5061")),
         http_port=int(env.get("UA_HTTP_PORT", "8088")),
         https_port=int(env.get("UA_HTTPS_PORT", "8443")),
+        api_port=int(env.get("UA_API_PORT", "8089")),
+        api_https_port=int(env.get("UA_API_HTTPS_PORT", "8444")),
+        api_max_body=int(env.get("UA_API_MAX_BODY", str(32 * 1024 * 1024))),
+        kamailio_ctl=env.get("UA_KAMAILIO_CTL", ""),
         domain=env.get("UA_DOMAIN", listen),
         redis_url=env.get("UA_REDIS_URL", ""),
         api_token=env.get("UA_API_TOKEN", ""),
@@ -71,7 +84,34 @@ def load(env=None) -> Config:
         context_cache=max(0, int(env.get("UA_CONTEXT_CACHE", "4096"))),
         flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
+        metrics=env.get("UA_METRICS", "1") != "0",
+        api_auth_failures=max(0, int(env.get("UA_API_AUTH_FAILURES", "10"))),
+        api_auth_block_seconds=max(1, int(env.get("UA_API_AUTH_BLOCK_SECONDS", "300"))),
+        api_require_tls=env.get("UA_API_REQUIRE_TLS",
+                                "0" if is_loopback(listen) else "1") != "0",
     )
+
+
+def is_loopback(host):
+    """Whether an address (or name) is this host's own loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def origin_allowed(cfg, origin):
+    """Whether a browser page from `origin` may open the WebSocket (UA_WS_ORIGINS; any
+    when unset)."""
+    if not origin:
+        return False
+    allowed = cfg.ws_origins
+    if not allowed or "*" in allowed:
+        return True
+    norm = origin.rstrip("/").lower()
+    return any(norm == o.rstrip("/").lower() for o in allowed)
 
 
 def host_port(value):

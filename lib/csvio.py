@@ -33,16 +33,15 @@ refused by the CSV checks is left out of the store checks, so a row conflicting 
 such a row is not reported. Success: `200 {"created": N, "updated": N}`; `?dry_run=1`
 validates the same way, stores nothing and adds `"dry_run": true`.
 
-Body limit: api.MAX_BODY (12 KiB) per request, like the rest of the API; bigger -> 413.
-Kamailio reads a whole HTTP request (headers and body) into the connection's read buffer
-(core parameter `tcp_rd_buf_size`, 16 KiB) and drops bigger ones before this code runs.
-`ua-admin` splits bigger files into several requests, validates them all with `dry_run`
-first, then imports them: each request is all-or-nothing on its own.
+A file of 100,000 users is one request and one transaction (lib.provisioning.put_users):
+the API server runs it in a thread of its own, so other requests go on meanwhile.
 
 Export: one row per user ordered by number, `ha1` from the store and `sip_secret` empty,
 so importing an export changes nothing. A record the CSV cannot carry unchanged (a name
 with leading or trailing blanks, a membership with `;` or surrounding blanks, set through
-the JSON API) makes the export answer 409 naming the user, rather than export it altered.
+the JSON API) makes the export answer 409 naming the user, rather than export it altered:
+every record is checked (check_exportable) before the rows are streamed (export_chunks),
+a batch of users at a time.
 """
 import csv
 import io
@@ -53,18 +52,28 @@ from lib import provisioning, store
 COLUMNS = ("exten", "firstname", "lastname", "line_type", "sip_secret", "ha1", "mds",
            "dids", "ring_seconds", "groups", "queues", "pickup_groups", "paging_groups",
            "callfilters", "agent", "switchboard")
-
-# After COLUMNS: importing api imports openapi, which documents them (this module may be
-# the first one imported).
-from lib import api  # noqa: E402
-
-IMPORT_PATH = api.PREFIX + "/users/import"
-EXPORT_PATH = api.PREFIX + "/users/export"
 CSV_TYPE = "text/csv; charset=utf-8"
 REQUIRED = ("exten", "line_type")
 LIST_SEP = ";"
 HA1_LOWER_RE = re.compile(r"[0-9a-f]{32}")
 RING_RE = re.compile(r"[0-9]{1,6}")
+EXPORT_BATCH = 2000
+
+
+class Refused(Exception):
+    """A refused import (400): body is {"error": ..., "lines": [{"line", "error"}]}."""
+
+    def __init__(self, body):
+        super().__init__(body)          # args: what pickling between processes keeps
+        self.body = body
+
+
+class Unexportable(Exception):
+    """A record the CSV cannot carry unchanged (409)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
 
 
 class _CsvError(Exception):
@@ -80,23 +89,21 @@ class _CsvError(Exception):
 def _bad(lines):
     lines = sorted(lines, key=lambda item: item["line"])
     n = len(lines)
-    return api.Response(400, {"error": f"{n} bad line{'s' if n != 1 else ''}",
-                              "lines": lines})
+    return Refused({"error": f"{n} bad line{'s' if n != 1 else ''}", "lines": lines})
 
 
 # --- parsing -----------------------------------------------------------------------------
 
-def _decode(req):
-    ctype = req.headers.get("content-type", "")
+def _decode(raw, ctype):
     charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", ctype, re.I)
     if charset and charset.group(1).lower() not in ("utf-8", "utf8", "us-ascii"):
         raise _CsvError(1, f"charset {charset.group(1)} given: CSV must be UTF-8",
                         "CSV must be UTF-8")
     try:
-        return req.body.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = req.body[:exc.start].count(b"\n") + 1
-        raise _CsvError(line, f"invalid UTF-8 byte 0x{req.body[exc.start]:02x}: "
+        line = raw[:exc.start].count(b"\n") + 1
+        raise _CsvError(line, f"invalid UTF-8 byte 0x{raw[exc.start]:02x}: "
                               "CSV must be UTF-8", "CSV must be UTF-8") from None
 
 
@@ -178,9 +185,9 @@ def _row(row, domain, existing):
     return number, body, given_ha1
 
 
-def _parse(ctx, req):
+def _parse(r, domain, raw, ctype):
     """(entries, lines of entries, row errors {line: message}); raises _CsvError."""
-    records = _records(_decode(req))
+    records = _records(_decode(raw, ctype))
     if not records or not any(f.strip() for f in records[0][1]):
         raise _CsvError(1, "the header row is required on line 1 (columns: "
                            + ", ".join(COLUMNS) + ")")
@@ -199,13 +206,13 @@ def _parse(ctx, req):
                       if provisioning.valid_number(n)})
     existing = set()
     if numbers:
-        member = ctx.redis.smismember(store.USERS_KEY, numbers)
+        member = r.smismember(store.USERS_KEY, numbers)
         existing = {n for n, m in zip(numbers, member) if m}
 
     entries, entry_lines, first_line = [], [], {}
     for line, row in rows:
         try:
-            entry = _row(row, ctx.config.domain, existing)
+            entry = _row(row, domain, existing)
             if entry[0] in first_line:
                 raise provisioning.Invalid(
                     f"exten {entry[0]} appears twice (first on line {first_line[entry[0]]})")
@@ -221,22 +228,19 @@ def _parse(ctx, req):
 # --- validation and storage --------------------------------------------------------------
 
 class _DryRun(provisioning.Provisioning):
-    """put_users with its whole validation (same reads, same checks) but no write: the
-    transaction's EXEC is dropped, so the queued writes are discarded with the pipeline."""
+    """put_users with its whole validation (same reads, same checks) but no write."""
 
-    def _transaction(self, attempt):
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.execute = lambda *args, **kwargs: []
-            return attempt(pipe)
+    def _write(self, pipe, writes):
+        pass
 
 
-def _store(ctx, entries, lines, errors, dry_run):
+def _store(r, domain, entries, lines, errors, dry_run):
     """Run provisioning.put_users on entries (for real only when nothing is wrong yet).
     Returns its results, or None with `errors` completed."""
-    dry = _DryRun(ctx.redis, ctx.config.domain)
+    dry = _DryRun(r, domain)
     real = not dry_run and not errors
     try:
-        return (ctx.provisioning if real else dry).put_users(entries)
+        return (provisioning.Provisioning(r, domain) if real else dry).put_users(entries)
     except provisioning.BatchError as exc:
         failed = dict(exc.errors)
     for index, err in failed.items():
@@ -253,34 +257,22 @@ def _store(ctx, entries, lines, errors, dry_run):
     return None
 
 
-def _dry_run_flag(req):
-    raw = req.query.get("dry_run", "0").strip().lower()
-    if raw in ("1", "true"):
-        return True
-    if raw in ("0", "false"):
-        return False
-    raise api.ApiError(400, "dry_run must be 0 or 1")
-
-
-@api.route(IMPORT_PATH, "POST")
-def import_users(ctx, req, params, who):
-    if len(req.body) > api.MAX_BODY:
-        raise api.ApiError(413, f"CSV body larger than {api.MAX_BODY} bytes: split the file "
-                                "(ua-admin does)")
-    dry_run = _dry_run_flag(req)
+def import_users(r, domain, raw, content_type="", dry_run=False):
+    """Create or update the users of a CSV file (bytes), all or nothing. Returns
+    {"created": N, "updated": N} (and "dry_run": true); raises Refused."""
     try:
-        entries, lines, errors = _parse(ctx, req)
+        entries, lines, errors = _parse(r, domain, raw, content_type)
     except _CsvError as exc:
-        return api.Response(400, {"error": exc.summary,
-                                  "lines": [{"line": exc.line, "error": exc.message}]})
-    results = _store(ctx, entries, lines, errors, dry_run) if entries else []
+        raise Refused({"error": exc.summary,
+                       "lines": [{"line": exc.line, "error": exc.message}]}) from None
+    results = _store(r, domain, entries, lines, errors, dry_run) if entries else []
     if errors:
-        return _bad([{"line": line, "error": msg} for line, msg in errors.items()])
+        raise _bad([{"line": line, "error": msg} for line, msg in errors.items()])
     created = sum(1 for was_created, _ in results if was_created)
     body = {"created": created, "updated": len(results) - created}
     if dry_run:
         body["dry_run"] = True
-    return api.Response(200, body)
+    return body
 
 
 # --- export ------------------------------------------------------------------------------
@@ -292,7 +284,7 @@ def _s(raw):
 def _export_row(profile, ha1_value):
     number, name = profile["number"], profile.get("name") or ""
     if name != name.strip():
-        raise api.ApiError(409, f"user {number}: name {name!r} has leading or trailing "
+        raise Unexportable(f"user {number}: name {name!r} has leading or trailing "
                                 "blanks, which CSV import strips: fix it, then export")
     first, _, last = name.partition(" ")
     members = {**provisioning.default_memberships(), **(profile.get("memberships") or {})}
@@ -305,32 +297,50 @@ def _export_row(profile, ha1_value):
         items = (profile.get("dids") or []) if key == "dids" else members[key]
         for item in items:
             if LIST_SEP in item or item != item.strip() or not item:
-                raise api.ApiError(409, f"user {number}: {key} item {item!r} cannot be "
+                raise Unexportable(f"user {number}: {key} item {item!r} cannot be "
                                         "written in CSV (contains ';' or blanks at its ends)")
         row[key] = LIST_SEP.join(items)
     agent = members["agent"]
     if agent is not None and agent != agent.strip():
-        raise api.ApiError(409, f"user {number}: agent {agent!r} has blanks at its ends")
+        raise Unexportable(f"user {number}: agent {agent!r} has blanks at its ends")
     return [row[c] for c in COLUMNS]
 
 
-def export_csv(r):
-    """The CSV text of every user, ordered by number."""
-    numbers = sorted((_s(n) for n in r.smembers(store.USERS_KEY)), key=lambda n: (len(n), n))
-    pipe = r.pipeline(transaction=False)
-    for n in numbers:
-        pipe.hmget(store.user_key(n), ["profile", "ha1"])
+def _numbers(r):
+    return sorted((_s(n) for n in r.smembers(store.USERS_KEY)), key=lambda n: (len(n), n))
+
+
+def _batches(r, numbers, fields):
+    for i in range(0, len(numbers), EXPORT_BATCH):
+        pipe = r.pipeline(transaction=False)
+        for n in numbers[i:i + EXPORT_BATCH]:
+            pipe.hmget(store.user_key(n), fields)
+        yield pipe.execute()
+
+
+def check_exportable(r):
+    """The numbers to export, ordered; raises Unexportable before any row is sent."""
+    numbers = _numbers(r)
+    for batch in _batches(r, numbers, ["profile"]):
+        for (raw_profile,) in batch:
+            if raw_profile is not None:
+                _export_row(provisioning.profile_of(raw_profile), None)
+    return numbers
+
+
+def export_chunks(r, numbers):
+    """The CSV text of these users, a batch of rows at a time (the header first)."""
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
-    for raw_profile, raw_ha1 in (pipe.execute() if numbers else []):
-        if raw_profile is not None:
-            writer.writerow(_export_row(provisioning.profile_of(raw_profile), _s(raw_ha1)))
-    return out.getvalue()
+    for batch in _batches(r, numbers, ["profile", "ha1"]):
+        for raw_profile, raw_ha1 in batch:
+            if raw_profile is not None:
+                writer.writerow(_export_row(provisioning.profile_of(raw_profile),
+                                            _s(raw_ha1)))
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+    if not numbers:
+        yield out.getvalue()
 
-
-@api.route(EXPORT_PATH, "GET")
-def export_users(ctx, req, params, who):
-    return api.Response(200, export_csv(ctx.redis),
-                        {"Content-Disposition": 'attachment; filename="users.csv"'},
-                        content_type=CSV_TYPE)

@@ -1,6 +1,7 @@
 """The container's health check (docker/Dockerfile HEALTHCHECK, docker/compose.yaml): exit 0
-when the proxy's `/api/v1/health` answers 200 on the address and port the proxy's own
-settings give, 1 otherwise. `python -m lib.healthcheck`."""
+when the API server's `/api/v1/health` answers 200 (Kamailio, Redis and rtpengine answer)
+on the address and port the proxy's own settings give, 1 otherwise.
+`python -m lib.healthcheck`."""
 import sys
 import urllib.request
 
@@ -13,7 +14,7 @@ LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 def url(cfg):
     host = LOOPBACK.get(cfg.listen, cfg.listen)
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{cfg.http_port}/api/v1/health"
+    return f"http://{host}:{cfg.api_port}/api/v1/health"
 
 
 def main():

@@ -24,7 +24,6 @@ from lib import store
 from lib.provisioning import parse_sip_uri
 
 PROBE_TIMEOUT = 2.0      # contract: a probe unanswered within 2 s is missed
-GAUGE = "ua_mds_up"      # declared in kamailio.cfg (xhttp_prom), label `mds`
 
 
 def key(node):
@@ -69,6 +68,16 @@ def iso(ts):
 def load(r, node):
     """{name: health record} as this proxy last saw them."""
     return {k.decode(): store.unpack(v) for k, v in r.hgetall(key(node)).items()}
+
+
+def views(r, node, mds_records):
+    """The MDS records as the API shows them, with this proxy's probing result."""
+    health = load(r, node)
+    out = []
+    for record in mds_records:
+        up, since = status(record, health.get(record["name"]))
+        out.append({**record, "up": up, "since": iso(since)})
+    return out
 
 
 def records(states):
@@ -184,8 +193,8 @@ class Prober:
         self.next_round = 0.0
 
     def tick(self, now):
-        """Run a round when one is due: {name: up} of the MDS whose health is known, for
-        the gauges; {} when no round ran."""
+        """Run a round when one is due: {name: up} of the MDS whose health is known; {}
+        when no round ran."""
         if now < self.next_round:
             return {}
         interval = self.cfg.mds_probe_interval

@@ -1,9 +1,10 @@
 """Provisioning of users and MDS nodes (contract section 9): validation and atomic writes.
 
 Pure Python over a redis client; no Kamailio import. Every write that touches several
-keys runs in one MULTI/EXEC under WATCH of every key its validation read, so a refused
+keys runs in one MULTI/EXEC under WATCH of what its validation read, so a refused
 request changes nothing and two concurrent writers cannot both claim one DID or one MDS
-address. Redis connection errors propagate (redis.ConnectionError / TimeoutError /
+address. A batch of users (put_users: a CSV import of 100,000) watches one key that every
+provisioning change bumps (store.PROVISIONING_VERSION_KEY) rather than each key it read. Redis connection errors propagate (redis.ConnectionError / TimeoutError /
 OSError): the caller answers 503.
 
 Errors a caller can show to the client are ProvisioningError subclasses carrying an
@@ -449,7 +450,19 @@ class Provisioning:
         entries: [(number, body, ha1 or None)]; an HA1 given is stored as is and wins
         over an absent password. Returns [(created, profile)] in order; raises BatchError
         listing every refused entry, with nothing written."""
-        return self._transaction(lambda pipe: self._put_users_once(pipe, entries))
+        def attempt(pipe):
+            pipe.watch(store.PROVISIONING_VERSION_KEY)
+            writes, results = self._plan_users(entries)
+            self._write(pipe, writes)
+            return results
+        return self._transaction(attempt)
+
+    def _write(self, pipe, writes):
+        pipe.multi()
+        for command in writes:
+            pipe.execute_command(*command)
+        pipe.incr(store.PROVISIONING_VERSION_KEY)
+        pipe.execute()
 
     def _transaction(self, attempt):
         """attempt(pipe) on a fresh transactional pipeline, tried again whenever a WATCHed
@@ -482,9 +495,10 @@ class Provisioning:
         fn(pipe)
         return pipe.execute()
 
-    def _put_users_once(self, pipe, entries):
+    def _plan_users(self, entries):
+        """(writes, results) of put_users: the commands to send and what to answer;
+        raises BatchError. Its reads go on another connection than the transaction's."""
         numbers = [e[0] for e in entries if valid_number(e[0])]
-        pipe.watch(store.MDS_KEY, *[store.user_key(n) for n in numbers])
         old_raw = self._read(lambda p: [p.hget(store.user_key(n), "profile") for n in numbers])
         olds = dict(zip(numbers, map(profile_of, old_raw)))
 
@@ -515,10 +529,6 @@ class Provisioning:
         new_numbers = {p[1] for p in plans if p[2] is None}
         did_numbers = [d for d in all_dids if valid_number(d)]
         probe = sorted(set(all_dids) | old_dids | new_numbers)
-        if probe:
-            pipe.watch(*[store.did_key(d) for d in probe])
-        if did_numbers:     # a DID that looks like a number must not be a user's number
-            pipe.watch(store.USERS_KEY)
         known_mds, did_owner, user_numbers = set(), {}, set()
         if mds_names:
             found = self.r.hmget(store.MDS_KEY, mds_names)
@@ -526,7 +536,7 @@ class Provisioning:
         if probe:
             owners = self.r.mget([store.did_key(d) for d in probe])
             did_owner = {d: _s(o) for d, o in zip(probe, owners) if o is not None}
-        if did_numbers:
+        if did_numbers:     # a DID that looks like a number must not be a user's number
             member = self.r.smismember(store.USERS_KEY, did_numbers)
             user_numbers = {d for d, m in zip(did_numbers, member) if m}
 
@@ -555,25 +565,25 @@ class Provisioning:
         if errors:
             raise BatchError(errors)
 
-        pipe.multi()
-        results = []
+        writes, results = [], []
         for index, number, old, profile, password, given_ha1 in plans:
             key = store.user_key(number)
-            fields = {"profile": pack_profile(profile)}
+            fields = ["profile", pack_profile(profile)]
             if password is not None:
-                fields["ha1"] = ha1(number, self.domain, password)
+                fields += ["ha1", ha1(number, self.domain, password)]
             elif given_ha1 is not None:
-                fields["ha1"] = given_ha1.lower()
-            pipe.hset(key, mapping=fields)
-            pipe.sadd(store.USERS_KEY, number)
+                fields += ["ha1", given_ha1.lower()]
+            writes.append(["HSET", key, *fields])
             for did in set(old["dids"] if old else ()) - set(profile["dids"]):
                 if did not in claimed and did_owner.get(did) == number:
-                    pipe.delete(store.did_key(did))
+                    writes.append(["DEL", store.did_key(did)])
             for did in profile["dids"]:
-                pipe.set(store.did_key(did), number)
+                writes.append(["SET", store.did_key(did), number])
             results.append((old is None, profile))
-        pipe.execute()
-        return results
+        numbers = [p[1] for p in plans]
+        writes += [["SADD", store.USERS_KEY, *numbers[i:i + 4000]]
+                   for i in range(0, len(numbers), 4000)]
+        return writes, results
 
     def delete_user(self, number):
         """Remove a user and every key of it. Raises NotFound."""
@@ -594,6 +604,7 @@ class Provisioning:
                 if owner == number:
                     pipe.delete(store.did_key(did))
             pipe.srem(store.USERS_KEY, number)
+            pipe.incr(store.PROVISIONING_VERSION_KEY)   # a batch in flight reads again
             pipe.execute()
             return old
 
@@ -693,6 +704,7 @@ class Provisioning:
                 pipe.hdel(store.MDS_ADDR_KEY, *sorted(stale))
             if record["addresses"]:
                 pipe.hset(store.MDS_ADDR_KEY, mapping={a: name for a in record["addresses"]})
+            pipe.incr(store.PROVISIONING_VERSION_KEY)   # a batch in flight reads again
             pipe.execute()
             return old is None, {"name": name, **record}
 
@@ -726,6 +738,7 @@ class Provisioning:
             pipe.hdel(store.MDS_KEY, name)
             if old["addresses"]:
                 pipe.hdel(store.MDS_ADDR_KEY, *old["addresses"])
+            pipe.incr(store.PROVISIONING_VERSION_KEY)   # a batch in flight reads again
             pipe.execute()
             return {"name": name, **old}
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from lib import config as cfgmod
 from lib import metrics, sipmsg, store
 from lib.provisioning import profile_of
-from lib.routing import DEVICE_CLASSES, class_allowed, device_class
+from lib.routing import DEVICE_CLASSES, class_allowed, device_class, device_status
 
 # Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
 KEY_GRACE_SECONDS = 60
@@ -220,6 +220,15 @@ def remove_bindings(number, fields):
 def registered_classes(r, number, now):
     """Which device classes of a user have a live binding (used by the API)."""
     return classes_of(live(decode(r.hgetall(store.contacts_key(number)).items()), now))
+
+
+def device_view(r, number, line_type, selected, now):
+    """Contract section 3's answer: the selection, where a call would ring now and why."""
+    found = registered_classes(r, number, now)
+    registered = {klass: bool(found.get(klass)) for klass in DEVICE_CLASSES}
+    effective, reason = device_status(line_type, selected, registered)
+    return {"selected": selected, "effective": effective, "reason": reason,
+            "registered": registered}
 
 
 # A connection closed: remove the bindings it carried, unless a newer registration

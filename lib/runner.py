@@ -1,7 +1,8 @@
 """Start the proxy in the foreground (`make run`, and the integration tests): prepare
 var/ (API token, self-signed certificate), start an embedded Redis when UA_REDIS_URL is
-unset, drop the connection-bound registrations this node held before, run Kamailio, and
-stop everything it started on SIGINT/SIGTERM."""
+unset, drop the connection-bound registrations this node held before, run Kamailio and
+the API server (lib/web, started again within 2 s whenever it dies), and stop everything
+it started on SIGINT/SIGTERM."""
 import os
 import secrets
 import shutil
@@ -20,10 +21,16 @@ def log(text):
 
 
 def api_token(var):
+    """The admin token kept in var/, made on first run; printed once, when it is made:
+    later starts say where it is kept, so that collected logs never hold it."""
     path = var / "api_token"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32) + "\n")
+        token = secrets.token_urlsafe(32)
+        path.write_text(token + "\n")
         path.chmod(0o600)
+        log(f"admin API token (made now, kept in {path}): {token}")
+    else:
+        log(f"admin API token: kept in {path}")
     return path.read_text().strip()
 
 
@@ -150,7 +157,7 @@ def kamailio_command(env, run_dir):
         "UA_KEMI_ENTRY": f'"{ROOT / "kemi" / "entry.py"}"',
         "UA_TLS_CERT": f'"{env["UA_TLS_CERT"]}"',
         "UA_TLS_KEY": f'"{env["UA_TLS_KEY"]}"',
-        "UA_CTL_SOCKET": f'"unix:{run_dir / "ctl.sock"}"',
+        "UA_CTL_SOCKET": f'"{env["UA_KAMAILIO_CTL"]}"',
         "UA_DEBUG": env.get("UA_DEBUG", "1"),
         "UA_CHILDREN": env.get("UA_CHILDREN", "4"),
     }
@@ -170,6 +177,12 @@ def kamailio_command(env, run_dir):
     return cmd
 
 
+# The API server (lib/web): a process of its own beside Kamailio, watched by main().
+API_SERVER = [sys.executable, "-m", "lib.web.server"]
+WATCH_INTERVAL = 0.1
+API_RESTART_MIN = 1.0     # seconds between two starts of the API server
+
+
 def python_path():
     """Kamailio embeds /usr/bin/python3: give it the project and the venv's packages."""
     venv = ROOT / ".venv" / "lib"
@@ -186,6 +199,8 @@ def main():
     env.setdefault("UA_LISTEN", defaults.listen)
     for name, value in (("UA_SIP_PORT", defaults.sip_port), ("UA_TLS_PORT", defaults.tls_port),
                         ("UA_HTTP_PORT", defaults.http_port), ("UA_HTTPS_PORT", defaults.https_port),
+                        ("UA_API_PORT", defaults.api_port),
+                        ("UA_API_HTTPS_PORT", defaults.api_https_port),
                         ("UA_DOMAIN", defaults.domain), ("UA_NODE_ID", defaults.node_id)):
         env.setdefault(name, str(value))
     env.setdefault("UA_MEDIA", defaults.media)
@@ -198,7 +213,6 @@ def main():
         check_rtp_range(env)
     if not env.get("UA_API_TOKEN"):
         env["UA_API_TOKEN"] = api_token(var)
-        log(f"admin API token (kept in {var / 'api_token'}): {env['UA_API_TOKEN']}")
     if not env.get("UA_TLS_CERT") or not env.get("UA_TLS_KEY"):
         env["UA_TLS_CERT"], env["UA_TLS_KEY"] = self_signed_certificate(var, env["UA_DOMAIN"])
 
@@ -212,30 +226,53 @@ def main():
         started.append(rtpengine_proc)
         log(f"embedded rtpengine, ng control at {env['UA_RTPENGINE_URL']}")
 
+    run_dir = var / "run" / env["UA_NODE_ID"]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    # The metrics' files, one per counting process (lib/metrics), none left from a
+    # previous run; the runner's own hold every series at zero from the start.
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
     os.environ.update(env)
-    from lib import nodes, registrar
+    from lib import metrics, nodes, registrar
+    metrics.open_files()
     dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
     if dropped:
         log(f"dropped {dropped} registrations bound to connections of the previous run")
     nodes.announce(env["UA_NODE_ID"], env["UA_NODE_ADDR"])
 
-    run_dir = var / "run" / env["UA_NODE_ID"]
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
     env["PYTHONPATH"] = python_path()
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # Kamailio's RPC: the API server's health and metrics ask it there.
+    env["UA_KAMAILIO_CTL"] = f"unix:{run_dir / 'ctl.sock'}"
     kamailio = subprocess.Popen(kamailio_command(env, run_dir), env=env)
-    started.insert(0, kamailio)
+    api = subprocess.Popen(API_SERVER, env=env, cwd=ROOT)
+    started[:0] = [kamailio, api]
     log(f"SIP udp/tcp {env['UA_LISTEN']}:{env['UA_SIP_PORT']}, tls :{env['UA_TLS_PORT']}, "
         f"HTTP/WS :{env['UA_HTTP_PORT']} (/ws), HTTPS/WSS :{env['UA_HTTPS_PORT']}")
+    log(f"API, health and /metrics on http://{env['UA_LISTEN']}:{env['UA_API_PORT']} and "
+        f"https://{env['UA_LISTEN']}:{env['UA_API_HTTPS_PORT']}")
+
+    stopping = False
 
     def stop(signum, _frame):
+        nonlocal stopping
+        stopping = True
         for proc in started:
             if proc.poll() is None:
                 proc.terminate()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    code = kamailio.wait()
+    api_started = time.monotonic()
+    while kamailio.poll() is None:
+        time.sleep(WATCH_INTERVAL)
+        if api.poll() is not None and not stopping:
+            # Within 2 s of its death (contract section 1), but not in a tight loop
+            # when it cannot start at all (its port taken).
+            time.sleep(max(0.0, api_started + API_RESTART_MIN - time.monotonic()))
+            log(f"API server exited ({describe_exit(api.returncode)}): restarting it")
+            api = started[1] = subprocess.Popen(API_SERVER, env=env, cwd=ROOT)
+            api_started = time.monotonic()
+    code = kamailio.returncode
     stop(None, None)
     for proc in started[1:]:
         try:
@@ -243,6 +280,10 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
     return code
+
+
+def describe_exit(code):
+    return f"signal {-code}" if code < 0 else f"status {code}"
 
 
 if __name__ == "__main__":

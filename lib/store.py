@@ -64,6 +64,13 @@ def watchers_key(number):
     return f"ua:watchers:{{{number}}}"
 
 
+# Bumped by every provisioning change (users, DIDs, MDS: lib/provisioning), so that a batch
+# of users watches this one key instead of every key it read: Redis checks each WATCH
+# against the connection's every watched key, and watching a 100,000-user import's 200,000
+# keys never ended.
+PROVISIONING_VERSION_KEY = "ua:provisioning:version"
+
+
 def did_key(did):
     return f"ua:did:{did}"
 
@@ -79,6 +86,24 @@ def conn_key(node, peer):
 
 def conns_key(node):
     return f"ua:conns:{node}"
+
+
+# Failed API authentications (lib/authlimit): per source address in the current minute, the
+# address's block, and per account the failures and addresses of the current minute.
+def api_failures_key(address):
+    return f"ua:apiauth:fail:{address}"
+
+
+def api_block_key(address):
+    return f"ua:apiauth:block:{address}"
+
+
+def api_account_key(number):
+    return f"ua:apiauth:account:{number}"
+
+
+def api_account_warned_key(number):
+    return f"ua:apiauth:warned:{number}"
 
 
 def pack(value):
@@ -98,6 +123,7 @@ _hot_timeout = None    # seconds, read with the client
 # A client that fails fast: a request needing state gets 503 rather than a hang.
 FAST = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry_on_timeout": False,
         "health_check_interval": 0}
+_read_timeout = FAST["socket_timeout"]    # client()'s; serve_http() changes it
 
 
 def connect(url):
@@ -109,14 +135,36 @@ def client():
     global _client, _client_pid, _redis_wait, _hot_timeout, CACHE_ENTRIES
     if _client is None or _client_pid != os.getpid():
         cfg = config.load()
-        _client = (sentinel.connect(cfg, **FAST) if cfg.redis_sentinels
-                   else connect(cfg.redis_url))
+        options = {**FAST, "socket_timeout": _read_timeout}
+        _client = (sentinel.connect(cfg, **options) if cfg.redis_sentinels
+                   else redis.Redis.from_url(cfg.redis_url, **options))
         _client_pid = os.getpid()
         _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
         _hot_timeout = cfg.redis_timeout_ms / 1000
         CACHE_ENTRIES = cfg.context_cache
     sentinel.follow(_client)
     return _client
+
+
+BULK_TIMEOUT = 60.0
+
+
+def serve_http(read_timeout):
+    """For the API server, before its first client: how long a request waits for a reply
+    before its 503. Kamailio's processes keep FAST's: a SIP worker must not wait; an API
+    request may outwait another client's long transaction (a 100,000-user import holds
+    Redis about 0.4 s). A Redis that is down still fails at once (connect timeout)."""
+    global _read_timeout
+    _read_timeout = read_timeout
+
+
+def bulk_connect(cfg):
+    """A client for long commands (the API server's CSV import and export: one transaction
+    of 100,000 users takes Redis longer than the fast client waits). Its connections
+    still fail at once when Redis is down."""
+    options = {**FAST, "socket_timeout": BULK_TIMEOUT}
+    return (sentinel.connect(cfg, **options) if cfg.redis_sentinels
+            else redis.Redis.from_url(cfg.redis_url, **options))
 
 
 _scripts = {}

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(kamailio kamailio-python3-modules kamailio-websocket-modules kamailio-tls-modules
           kamailio-redis-modules kamailio-utils-modules kamailio-extra-modules
           kamailio-presence-modules kamailio-json-modules redis-server rtpengine-daemon
-          sip-tester openssl chromium baresip
+          sip-tester openssl chromium baresip prometheus
           python3-venv python3-dev
           podman buildah podman-compose debootstrap runc catatonit netavark aardvark-dns)
 

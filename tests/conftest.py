@@ -10,6 +10,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lib import store  # noqa: E402
+from tests.support.proxy import Proxy  # noqa: E402
 from tests.support.redisproc import RedisProcess  # noqa: E402
 
 
@@ -51,6 +52,15 @@ def r(redis_url):
     """A plain client on the test Redis (bytes responses), for looking at raw state."""
     with redis.Redis.from_url(redis_url) as c:
         yield c
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_credentials_in_product_logs():
+    """Contract section 9: after the whole run, no log of a proxy it started (Kamailio, the
+    runner, the API server) holds a password, an HA1, a Basic credential or the token the
+    tests gave it."""
+    yield
+    assert Proxy.credentials_in_logs() == []
 
 
 pytest_plugins = ["tests.support.fixtures", "tests.support.apicall"]

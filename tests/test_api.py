@@ -1,4 +1,5 @@
-"""lib.api.handle against a real Redis: every status code, auth, CORS, 503."""
+"""The API server's application (lib/web) against a real Redis: every status code, auth,
+CORS, body limit, 503."""
 import base64
 import json
 import time
@@ -7,7 +8,7 @@ import msgpack
 import pytest
 import redis
 
-from lib import api, mds_health, store
+from lib import metrics, mds_health, provisioning, store
 from lib.provisioning import ha1
 from tests.support.apicall import ADMIN, DOMAIN, TOKEN, basic
 
@@ -75,11 +76,11 @@ def test_user_crud(call, r):
     assert [u["number"] for u in call("GET", "/api/v1/users", headers=ADMIN).body] == ["1000"]
     resp = call("DELETE", "/api/v1/users/1000", headers=ADMIN)
     assert (resp.status, resp.body) == (204, None)
-    assert api.render(resp)[3] == ""
+    assert resp.content == b""
     assert call("GET", "/api/v1/users/1000", headers=ADMIN).status == 404
     assert call("DELETE", "/api/v1/users/1000", headers=ADMIN).status == 404
     assert call("GET", "/api/v1/users", headers=ADMIN).body == []
-    assert r.keys("*") == []
+    assert r.keys("*") == [store.PROVISIONING_VERSION_KEY.encode()]
 
 
 def test_password_and_ha1_never_returned(call, r):
@@ -194,18 +195,19 @@ def test_malformed_bodies_400(call, r, raw):
     assert r.keys("*") == []
 
 
-def test_body_over_the_limit_400(call, r):
+def test_body_over_the_limit_413(call, r):
+    limit = {"UA_API_MAX_BODY": "4096"}
     body = alice(name="x" * 200)
     raw = json.dumps(body).encode()
-    raw = raw[:-1] + b"," + b'"pad": "' + b"y" * api.MAX_BODY + b'"}'
-    resp = call("PUT", "/api/v1/users/1000", raw=raw, headers=ADMIN)
-    assert resp.status == 400 and "larger" in resp.body["error"]
+    raw = raw[:-1] + b"," + b'"pad": "' + b"y" * 4096 + b'"}'
+    resp = call("PUT", "/api/v1/users/1000", raw=raw, headers=ADMIN, env_over=limit)
+    assert resp.status == 413 and "larger" in resp.body["error"]
     assert r.keys("*") == []
     # Exactly at the limit is parsed (and refused for its unknown field, not its size).
     raw = json.dumps(alice(pad="")).encode()
-    raw = json.dumps(alice(pad="z" * (api.MAX_BODY - len(raw)))).encode()
-    assert len(raw) == api.MAX_BODY
-    resp = call("PUT", "/api/v1/users/1000", raw=raw, headers=ADMIN)
+    raw = json.dumps(alice(pad="z" * (4096 - len(raw)))).encode()
+    assert len(raw) == 4096
+    resp = call("PUT", "/api/v1/users/1000", raw=raw, headers=ADMIN, env_over=limit)
     assert resp.status == 400 and "pad" in resp.body["error"]
 
 
@@ -297,12 +299,19 @@ def test_password_change_applies_to_basic(call, users):
         == 200
 
 
-def test_auth_failure_event(call, users):
+@pytest.fixture
+def counted(monkeypatch):
+    """The metrics the API server counts: [(family, *labels)]."""
     seen = []
-    call("GET", "/api/v1/users", headers={"authorization": "Bearer x"}, event=seen.append)
-    call("GET", "/api/v1/users/1000/device", headers=basic("1000", "x"), event=seen.append)
-    call("GET", "/api/v1/users", headers=ADMIN, event=seen.append)
-    assert seen == ["auth_failure", "auth_failure"]
+    monkeypatch.setattr(metrics, "count", lambda family, *labels: seen.append((family, *labels)))
+    return seen
+
+
+def test_auth_failures_are_counted(call, users, counted):
+    call("GET", "/api/v1/users", headers={"authorization": "Bearer x"})
+    call("GET", "/api/v1/users/1000/device", headers=basic("1000", "x"))
+    call("GET", "/api/v1/users", headers=ADMIN)
+    assert counted == [("ua_auth_failures_total", "api")] * 2
 
 
 # --- device selection --------------------------------------------------------------------
@@ -589,17 +598,20 @@ def test_cors_any_origin_when_unconfigured(call, users):
     resp = call("OPTIONS", "/api/v1/users/1000/device",
                 headers={"origin": origin, "access-control-request-method": "PUT",
                          "access-control-request-headers": "authorization, content-type"})
-    assert resp.status == 204 and resp.body is None
-    assert resp.headers["Access-Control-Allow-Origin"] == origin
+    assert resp.status == 200
+    assert resp.headers["Access-Control-Allow-Origin"] == "*"
     assert "PUT" in resp.headers["Access-Control-Allow-Methods"]
     assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
     assert "Content-Type" in resp.headers["Access-Control-Allow-Headers"]
     resp = call("GET", "/api/v1/users/1000/device",
                 headers={"origin": origin, **basic("1000", "secret")})
-    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == origin
+    # Any origin: a wildcard, never with credentials (cookies); an Authorization header
+    # the page holds itself still goes.
+    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in resp.headers
     # Errors carry it too, so the browser can read them.
     resp = call("GET", "/api/v1/users/1000/device", headers={"origin": origin})
-    assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == origin
+    assert resp.status == 401 and resp.headers["Access-Control-Allow-Origin"] == "*"
     # No Origin, no CORS header.
     resp = call("GET", "/api/v1/health")
     assert "Access-Control-Allow-Origin" not in resp.headers
@@ -607,29 +619,30 @@ def test_cors_any_origin_when_unconfigured(call, users):
 
 def test_cors_configured_origins(call):
     over = {"UA_WS_ORIGINS": "https://uc.example.com, https://other.example.com"}
-    ok = call("OPTIONS", "/api/v1/health", headers={"origin": "https://other.example.com"},
-              env_over=over)
-    assert ok.status == 204
+    preflight = {"access-control-request-method": "GET"}
+    ok = call("OPTIONS", "/api/v1/health", headers={"origin": "https://other.example.com",
+                                                    **preflight}, env_over=over)
+    assert ok.status == 200
     assert ok.headers["Access-Control-Allow-Origin"] == "https://other.example.com"
-    bad = call("OPTIONS", "/api/v1/health", headers={"origin": "https://evil.example.com"},
-               env_over=over)
+    assert ok.headers["Access-Control-Allow-Credentials"] == "true"
+    bad = call("OPTIONS", "/api/v1/health", headers={"origin": "https://evil.example.com",
+                                                     **preflight}, env_over=over)
     assert bad.status == 403 and "Access-Control-Allow-Origin" not in bad.headers
+    assert bad.body == {"error": "origin not allowed"}
     resp = call("GET", "/api/v1/health", headers={"origin": "https://evil.example.com"},
                 env_over=over)
     assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
     resp = call("GET", "/api/v1/health", headers={"origin": "https://uc.example.com"},
                 env_over=over)
     assert resp.headers["Access-Control-Allow-Origin"] == "https://uc.example.com"
-    # Preflight on an unknown route is still 404; without Origin it is a plain OPTIONS.
-    assert call("OPTIONS", "/api/v1/nope", headers={"origin": "https://uc.example.com"},
-                env_over=over).status == 404
+    # Not a preflight (no Access-Control-Request-Method): a method the path does not have.
     plain = call("OPTIONS", "/api/v1/users")
-    assert plain.status == 204 and plain.headers["Allow"] == "GET, OPTIONS"
+    assert plain.status == 405 and plain.headers["Allow"] == "GET, OPTIONS"
 
 
 # --- state store unreachable ---------------------------------------------------------------
 
-def test_redis_down_503_then_recovers(call, users, redis_server):
+def test_redis_down_503_then_recovers(call, users, redis_server, counted):
     me = basic("1000", "secret")
     assert call("GET", "/api/v1/health").status == 200
     redis_server.stop()
@@ -650,11 +663,11 @@ def test_redis_down_503_then_recovers(call, users, redis_server):
             assert resp.status == 503, (method, path, resp.body)
             assert resp.headers["Retry-After"] == "1"
             assert resp.body["error"]
-        events = []
-        resp = call("GET", "/api/v1/health", event=events.append)
+        del counted[:]
+        resp = call("GET", "/api/v1/health")
         assert resp.status == 503
         assert resp.body == {"status": "degraded", "reason": "state store unreachable"}
-        assert events == ["store_error"]
+        assert counted == [("ua_store_errors_total",)]
         # Checks that need no state still answer.
         assert call("GET", "/api/v1/users", headers={"authorization": "Bearer x"}).status == 401
         assert call("GET", "/api/v1/nope").status == 404
@@ -676,74 +689,22 @@ def test_unconfigured_store_503(call, monkeypatch):
 
 
 def test_internal_error_500(call, monkeypatch):
-    monkeypatch.setattr(api.provisioning.Provisioning, "list_users",
+    monkeypatch.setattr(provisioning.Provisioning, "list_users",
                         lambda self: 1 / 0)
     resp = call("GET", "/api/v1/users", headers=ADMIN)
     assert resp.status == 500 and resp.body == {"error": "internal error"}
 
 
-# --- glue helpers --------------------------------------------------------------------------
-
-def test_handle_raw(env, monkeypatch, users):
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    code, reason, ctype, text, headers = api.handle_raw(
-        "GET", "/api/v1/users/1000/device?x=1",
-        {"Authorization": basic("1000", "secret")["authorization"], "Origin": "https://a.b"},
-        "")
-    assert (code, reason, ctype) == (200, "OK", "application/json")
-    assert json.loads(text)["selected"] == "webrtc"
-    assert ("Access-Control-Allow-Origin", "https://a.b") in headers
-    code, reason, _, text, headers = api.handle_raw("PUT", "/api/v1/users/1000", {}, "{}")
-    assert (code, reason) == (401, "Unauthorized")
-    assert dict(headers)["WWW-Authenticate"].startswith("Bearer")
-
-
-def test_request_from_raw():
-    req = api.Request.from_raw("get", "/api/v1/users?limit=5&x=", {"Origin": "o", "X": None},
-                               "é")
-    assert (req.method, req.path, req.query) == ("GET", "/api/v1/users", {"limit": "5", "x": ""})
-    assert req.headers == {"origin": "o"} and req.body == "é".encode()
-
-
-# --- routes added by other modules ---------------------------------------------------------
-
-@pytest.fixture
-def extra_routes():
-    """Register test-only routes, removed afterwards (a route object's methods are
-    copied too: registering a method on an existing pattern changes it in place)."""
-    before = {pattern: (entry, dict(entry.methods)) for pattern, entry in api._ROUTES.items()}
-    yield api.route
-    api._ROUTES.clear()
-    for pattern, (entry, methods) in before.items():
-        entry.methods.clear()
-        entry.methods.update(methods)
-        api._ROUTES[pattern] = entry
-
-
-def test_any_user_route_and_literal_beats_parameter(call, users, extra_routes):
-    @extra_routes("/api/v1/users/{number}/peek", "GET", auth=api.ANY_USER)
-    def peek(ctx, req, params, who):
-        if ctx.provisioning.get_user(params["number"]) is None:
-            raise api.ApiError(404, "no such user")
-        return api.Response(200, {"number": params["number"], "by": who.number,
-                                  "admin": who.admin})
-
-    @extra_routes("/api/v1/users/export", "GET")
-    def export(ctx, req, params, who):
-        return api.Response(200, {"export": True})
-
-    # Any valid user reads any number; unknown numbers are 404 for users too.
-    resp = call("GET", "/api/v1/users/1000/peek", headers=basic("1001", "bobpw"))
-    assert resp.body == {"number": "1000", "by": "1001", "admin": False}
-    assert call("GET", "/api/v1/users/1002/peek", headers=basic("1001", "bobpw")).status == 404
-    assert call("GET", "/api/v1/users/1000/peek", headers=ADMIN).body["admin"] is True
-    resp = call("GET", "/api/v1/users/1000/peek", headers=basic("1001", "nope"))
-    assert resp.status == 401 and resp.headers["WWW-Authenticate"].startswith("Basic")
-    # /users/export is not user "export".
-    assert call("GET", "/api/v1/users/export", headers=ADMIN).body == {"export": True}
+def test_literal_paths_beat_parameters(call, users):
+    """/users/export is not user "export"; presence is readable by any user."""
+    resp = call("GET", "/api/v1/users/export", headers=ADMIN)
+    assert resp.status == 200 and resp.body.startswith("exten,")
     assert call("GET", "/api/v1/users/1000", headers=ADMIN).body["number"] == "1000"
-    assert call("DELETE", "/api/v1/users/export", headers=ADMIN).status == 405
+    assert call("DELETE", "/api/v1/users/export", headers=ADMIN).status == 404
+    resp = call("GET", "/api/v1/users/1000/presence", headers=basic("1001", "bobpw"))
+    assert resp.status == 200 and resp.body["state"] == "unavailable"
+    assert call("GET", "/api/v1/users/1002/presence",
+                headers=basic("1001", "bobpw")).status == 404
 
 
 def test_health_degraded_while_media_relay_unreachable(call, tmp_path):

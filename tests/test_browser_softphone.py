@@ -54,7 +54,7 @@ def deskphone_answers(site, port, timeout=60):
 def test_browser_answers_with_media_then_deskphone_rings_when_chosen_or_page_closed(
         site, rtpengine, tab):
     proxy = site.proxy
-    api = proxy.wss_url.replace("wss://", "https://").removesuffix("/ws")
+    api = proxy.api_https_url
     user = {"user": "1000", "password": "secret"}
     desk_port = free_port(DESKPHONE_IP)
     assert site.sipp("deskphone_register", DESKPHONE_IP, desk_port,

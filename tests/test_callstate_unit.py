@@ -4,12 +4,28 @@ subscribed while a posted write was on its way served by the BLF timer (blf.late
 import time
 
 import pytest
+import redis
 
 from lib import blf, callstate, store
 from lib.dialoginfo import parse_dialog_states
 from lib.provisioning import Provisioning
+from tests.conftest import reset_store_client
 
 NOW = time.time()
+
+
+@pytest.fixture
+def redis_url(redis_url, monkeypatch):
+    """Database 1 of the test Redis: the session's proxy, once started by another test,
+    serves the BLF timer's list of database 0 every second and would empty it under
+    these tests."""
+    url = redis_url.rsplit("/", 1)[0] + "/1"
+    with redis.Redis.from_url(url) as c:
+        c.flushdb()
+    monkeypatch.setenv("UA_REDIS_URL", url)
+    reset_store_client()
+    yield url
+    reset_store_client()
 
 
 @pytest.fixture

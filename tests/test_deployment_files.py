@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib import config
+from lib import config, healthcheck
 from tests.support.fixtures import provision_site
 from tests.support.proxy import Proxy
 
@@ -110,7 +110,7 @@ def probing_proxy(redis_server, tmp_path_factory):
 
 
 def scrape(proxy, path):
-    with urllib.request.urlopen(proxy.http_url + path, timeout=5) as resp:
+    with urllib.request.urlopen(proxy.api_url + path, timeout=5) as resp:
         assert resp.status == 200
         return exported(resp.read().decode())
 
@@ -134,7 +134,8 @@ def test_dashboard_queries_name_only_what_the_running_proxy_exports(probing_prox
     assert "ua_routing_duration_seconds_bucket" in families, sorted(families)
 
     used = set()
-    known_labels = set().union(*families.values())
+    # and the labels Prometheus gives every sample of a target
+    known_labels = set().union(*families.values(), {"instance", "job"})
     for panel, expr in queries:
         metrics, labels = promql_names(expr)
         assert metrics, (panel["title"], expr)
@@ -163,7 +164,7 @@ def test_prometheus_scrapes_the_proxy_service_metrics_port_and_path():
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert job.get("scheme", "http") == "http"
     (targets,) = [group["targets"] for group in job["static_configs"]]
-    assert targets == [f"ua-proxy:{proxy_config().http_port}"]
+    assert targets == [f"ua-proxy:{proxy_config().api_port}"]
     assert "ua-proxy" in compose()["services"]
 
 
@@ -246,3 +247,24 @@ def test_dockerfile_builds_from_paths_that_exist():
 
     entrypoint = json.loads(next(args for op, args in instructions if op == "ENTRYPOINT"))
     assert entrypoint[-2:] == ["-m", "lib.runner"] and (ROOT / "lib" / "runner.py").is_file()
+
+
+def test_published_ports_and_health_checks_follow_the_api_server():
+    """Kamailio's SIP, WebSocket and the API server's ports (lib.config defaults) are
+    published; both health checks ask the API server."""
+    cfg = config.load({})
+    tcp = {cfg.sip_port, cfg.tls_port, cfg.http_port, cfg.https_port, cfg.api_port,
+           cfg.api_https_port}
+    instructions = dockerfile_instructions()
+    exposed = set(" ".join(args for op, args in instructions if op == "EXPOSE").split())
+    assert {f"{port}/tcp" for port in tcp} <= exposed
+    health = " ".join(args for op, args in instructions if op == "HEALTHCHECK")
+    assert "-m lib.healthcheck" in health.replace('", "', " ")
+    service = compose()["services"]["ua-proxy"]
+    published = {p.split(":")[1] for p in service["ports"]}
+    assert {f"{port}/tcp" for port in tcp} <= published
+    assert service["healthcheck"]["test"][-2:] == ["-m", "lib.healthcheck"]
+    # lib.healthcheck asks the API server, on the container's wildcard through loopback.
+    assert healthcheck.url(config.load({"UA_LISTEN": "0.0.0.0"})) == \
+        f"http://127.0.0.1:{cfg.api_port}/api/v1/health"
+

@@ -1,47 +1,55 @@
-"""Contract section 10: /metrics in Prometheus text format, aggregated over every Kamailio
-process, counting what the routes decided."""
+"""Contract section 10: /metrics on the API server, in the text format the official client
+writes (HELP and TYPE for every family, no timestamps), aggregated over every Kamailio
+process, counting what the routes decided; Kamailio's own figures as kamailio_* gauges."""
 import re
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from lib import metrics
 from tests.test_forwarding import forwards
-from tests.test_unique_account import browser, deskphone
+from tests.test_unique_account import browser, deskphone, wait_until
+
+TYPES = {**{name: "counter" for name in metrics.COUNTERS},
+         **{name: "gauge" for name in [*metrics.GAUGES, metrics.MDS_UP,
+                                       *metrics.KAMAILIO_GAUGES]},
+         metrics.ROUTING_HISTOGRAM: "histogram"}
 
 
-def scrape(site):
-    with urllib.request.urlopen(site.proxy.http_url + "/metrics", timeout=5) as resp:
+def scrape(site, with_headers=False):
+    with urllib.request.urlopen(site.proxy.api_url + "/metrics", timeout=5) as resp:
         assert resp.status == 200
-        return resp.read().decode()
+        text = resp.read().decode()
+        return (text, resp.headers) if with_headers else text
+
+
+def samples(text):
+    """{(name, ((label, value), ...)): value} of every sample, parsed by the client's
+    own parser."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for metric in text_string_to_metric_families(text) for sample in metric.samples}
 
 
 def value(text, family, **labels):
-    """The sample of `family` with exactly these labels (0 when absent); xhttp_prom writes
-    `, ` between labels and a timestamp after the value."""
-    wanted = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    name = re.escape(family) + (re.escape("{" + wanted + "}") if wanted else "")
-    found = re.search(rf"^{name} (\S+)(?: \d+)?$", text, re.M)
-    return float(found.group(1)) if found else 0.0
+    """The sample named `family` with exactly these labels (0 when absent)."""
+    return samples(text).get((family, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_families_exist_without_credentials(site):
-    site.mds_calls("1000", scenario="mds_call_expect_error").run()   # one routing observed
-    text = scrape(site)
-    for family in ("ua_calls_routed_total", "ua_fallbacks_total", "ua_forwards_total",
-                   "ua_store_errors_total", "ua_auth_failures_total", "ua_registrations",
-                   "ua_calls_in_progress", "ua_routing_duration_seconds_bucket"):
-        assert re.search(rf"^{family}", text, re.M), family
+def counter_series():
+    """(family, labels) of every counter series the proxy exports from the start."""
+    return [(family, tuple(sorted(zip(names, values))))
+            for family, (_, names, series) in metrics.COUNTERS.items() for values in series]
 
 
-def test_metrics_count_routing_fallbacks_forwards_and_auth_failures(site):
-    before = scrape(site)
+def traffic(site):
+    """Registrations, calls that ring the browser then the deskphone (logged out: a
+    fallback), a forward, a wrong SIP password and a forged API token. Returns
+    {(family, labels): how much it adds}."""
     desk = deskphone(site)
     tab = browser(site)
-    text = scrape(site)
-    assert value(text, "ua_registrations", device="webrtc") == 1
-    assert value(text, "ua_registrations", device="deskphone") == 1
-
     caller = site.mds_calls("1000", talk_ms=2000).start()       # rings the browser
     tab.answer(tab.wait_request("INVITE", timeout=5))
-    assert value(scrape(site), "ua_calls_in_progress", device="webrtc") == 1
+    in_call = scrape(site)
     assert caller.wait(15).ok
     tab.close()                                                  # logged out: fallback
     assert site.mds_calls("1000").run().ok
@@ -54,17 +62,54 @@ def test_metrics_count_routing_fallbacks_forwards_and_auth_failures(site):
     wrong.register()
     wrong.close()
     assert site.proxy.api("GET", "/api/v1/users", auth=("bearer", "forged"))[0] == 401
+    return in_call, {
+        ("ua_calls_routed_total", (("device", "webrtc"), ("reason", "selected"))): 1,
+        ("ua_calls_routed_total", (("device", "deskphone"), ("reason", "logged_out"))): 1,
+        ("ua_fallbacks_total", (("reason", "logged_out"),)): 1,
+        ("ua_forwards_total", (("rule", "unconditional"),)): 1,
+        ("ua_auth_failures_total", (("kind", "api"),)): 1}
 
+
+def test_every_family_has_help_and_type_and_no_sample_a_timestamp(site):
+    site.mds_calls("1000", scenario="mds_call_expect_error").run()   # one routing observed
+    text, headers = scrape(site, with_headers=True)
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    helps = dict(re.findall(r"^# HELP (\S+) (.+)$", text, re.M))
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert types == TYPES and set(helps) == set(TYPES)
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            # name{labels} value: a third field would be a timestamp
+            assert len(line.rsplit("}", 1)[-1].split()) == (1 if "{" in line else 2), line
+    # every series exists from the start, at zero until its first event
+    assert set(counter_series()) <= set(samples(text))
+    assert value(text, "ua_routing_duration_seconds_count") >= 1
+    assert value(text, "kamailio_shmem_free_bytes") > 0
+    assert value(text, "kamailio_shmem_used_bytes") > 0
+
+
+def test_metrics_count_routing_fallbacks_forwards_and_auth_failures(site):
+    before = scrape(site)
+    in_call, expected = traffic(site)
     after = scrape(site)
+
+    assert value(in_call, "ua_registrations", device="webrtc") == 1
+    assert value(in_call, "ua_registrations", device="deskphone") == 1
+    assert value(in_call, "ua_calls_in_progress", device="webrtc") == 1
+    # the browser's WebSocket, and the transaction of the call it answers
+    assert value(in_call, "kamailio_websocket_connections") == 1
+    assert value(in_call, "kamailio_tcp_connections") >= 1
 
     def delta(family, **labels):
         return value(after, family, **labels) - value(before, family, **labels)
-    assert delta("ua_calls_routed_total", device="webrtc", reason="selected") == 1
-    assert delta("ua_calls_routed_total", device="deskphone", reason="logged_out") == 1
-    assert delta("ua_fallbacks_total", reason="logged_out") == 1
-    assert delta("ua_forwards_total", rule="unconditional") == 1
+    for (family, labels), added in expected.items():
+        assert delta(family, **dict(labels)) == added, (family, labels)
     assert delta("ua_auth_failures_total", kind="sip") >= 1
-    assert delta("ua_auth_failures_total", kind="api") == 1
+    for family, labels in counter_series():     # nothing else moved
+        if (family, labels) not in expected and family != "ua_auth_failures_total":
+            assert delta(family, **dict(labels)) == 0, (family, labels)
     assert delta("ua_routing_duration_seconds_count") >= 3
     assert value(after, "ua_calls_in_progress", device="webrtc") == 0
     assert value(after, "ua_registrations", device="webrtc") == 0
+    # the closed WebSocket is gone from Kamailio's own figures too
+    assert wait_until(lambda: value(scrape(site), "kamailio_websocket_connections") == 0, 5)

@@ -18,8 +18,8 @@ from tests.support.sipp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOKEN = "test-admin-token"
-# Kamailio's levels above WARNING ("ERROR: <core> ..."), and Python's: the API server's
-# ("ua-api: ERROR ua.api: ...") and a traceback's last line ("...Error: ...").
+# Kamailio's levels above WARNING ("ERROR: <core> ..."), and the API server's Python
+# logging ("ua-api: ERROR ua.api: ...").
 ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL|CRIT|ALERT|BUG|EMERG):|^ua-api: (?:ERROR|CRITICAL) ")
 
 

@@ -740,6 +740,66 @@ def import_row(workdir):
                 "max": round(max(latencies), 2)}}
 
 
+AUTH_ROUND = 1000      # GETs a round of the API auth row
+
+
+def api_auth_row(workdir):
+    """The API's normal path with the limit on failed authentications (issue 22) and
+    without it (UA_API_AUTH_FAILURES=0): GET /users/{n}/device with the user's own Basic
+    credentials, back to back from one client, against two API servers beside one proxy (its
+    Redis, its users), REPEATS alternating rounds of AUTH_ROUND requests each."""
+    import base64
+    import http.client
+    from lib.runner import API_SERVER
+    proxy = UniqueAccountProxy(workdir, Users(100))
+    number = proxy.users.numbers[0]
+    auth = "Basic " + base64.b64encode(f"{number}:{PASSWORD.format(number)}".encode()).decode()
+    servers, latencies = {}, {"limited": [], "unlimited": []}
+    try:
+        proxy.start()
+        for name, failures in (("limited", "10"), ("unlimited", "0")):
+            port = free_port(PROXY_IP)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
+            env.update({"UA_LISTEN": PROXY_IP, "UA_API_PORT": str(port),
+                        "UA_REDIS_URL": f"unix://{proxy.workdir / 'var' / 'redis' / 'redis.sock'}",
+                        "UA_API_TOKEN": "bench", "UA_API_AUTH_FAILURES": failures,
+                        "PROMETHEUS_MULTIPROC_DIR": str(workdir / f"metrics-{name}")})
+            (workdir / f"metrics-{name}").mkdir(parents=True)
+            servers[name] = (subprocess.Popen(API_SERVER, cwd=ROOT, env=env,
+                                              stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.STDOUT), port)
+            wait_for(lambda: answers_http(PROXY_IP, port), 30, f"API server {name}")
+        pin([proc.pid for proc, _ in servers.values()], PROXY_CPUS)
+        for _ in range(REPEATS):
+            for name, (_, port) in servers.items():
+                conn = http.client.HTTPConnection(PROXY_IP, port, timeout=5)
+                for _ in range(AUTH_ROUND):
+                    started = time.perf_counter()
+                    conn.request("GET", f"/api/v1/users/{number}/device",
+                                 headers={"Authorization": auth})
+                    resp = conn.getresponse()
+                    resp.read()
+                    assert resp.status == 200, resp.status
+                    latencies[name].append((time.perf_counter() - started) * 1000)
+                conn.close()
+    finally:
+        for proc, _ in servers.values():
+            stop_process(proc)
+        proxy.stop()
+    row = {name: {"requests": len(ms), "p50": round(percentile(ms, 0.5), 3),
+                  "p99": round(percentile(ms, 0.99), 3)} for name, ms in latencies.items()}
+    row["p50_ratio"] = round(row["limited"]["p50"] / row["unlimited"]["p50"], 3)
+    return row
+
+
+def answers_http(ip, port):
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}/api/v1/openapi.json", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def ratios(results):
     """The figures the targets of issue 7 are about, from the medians."""
     small, large = (results["users"][str(c)] for c in USER_COUNTS)
@@ -814,6 +874,12 @@ def table(results):
               f"GET /api/v1/users/{{n}}/device meanwhile: p50 {get['p50']:.1f} ms, "
               f"p99 {get['p99']:.1f} ms, max {get['max']:.1f} ms ({get['requests']} requests, "
               f"{get['failed']} failed)"]
+    auth = results["api_auth"]
+    lines += ["", "U's API, GET /api/v1/users/{n}/device with Basic credentials, back to back: "
+              f"limit on failed authentications on p50 {auth['limited']['p50']:.2f} ms, "
+              f"p99 {auth['limited']['p99']:.2f} ms; off p50 {auth['unlimited']['p50']:.2f} ms, "
+              f"p99 {auth['unlimited']['p99']:.2f} ms (on/off p50 {auth['p50_ratio']}, "
+              f"{auth['limited']['requests']} requests each)"]
     misses = [f"{int(count):,} users {r['calls']['cache_misses_per_call']['median']:.3f} "
               f"({r['calls']['cache_misses_per_call']['min']:.3f}-"
               f"{r['calls']['cache_misses_per_call']['max']:.3f})"
@@ -851,6 +917,7 @@ def main():
         results["media"] = media_row(bench, workdir / "media", rates)
         results["metrics"] = metrics_row(bench, workdir / "metrics", rates)
         results["import"] = import_row(workdir / "import")
+        results["api_auth"] = api_auth_row(workdir / "api-auth")
     finally:
         bench.stop()
     results["ratios"] = ratios(results)

@@ -396,6 +396,18 @@ def validate_mds(name, body):
 
 # --- the service -------------------------------------------------------------------------
 
+# What an HTTP Basic check reads of a user's hash (Provisioning.user_auth, lib/authlimit).
+AUTH_FIELDS = ["profile", "ha1"]
+
+
+def auth_record(reply):
+    """(profile, ha1) from the user hash's AUTH_FIELDS, or None."""
+    profile, stored = reply
+    if profile is None or stored is None:
+        return None
+    return profile_of(profile), _s(stored)
+
+
 class Provisioning:
     def __init__(self, r, domain):
         self.r = r
@@ -413,14 +425,13 @@ class Provisioning:
         """(profile, ha1) of a user, or None; for HTTP Basic checks."""
         if not valid_number(number):
             return None
-        profile, stored = self.r.hmget(store.user_key(number), ["profile", "ha1"])
-        if profile is None or stored is None:
-            return None
-        return profile_of(profile), _s(stored)
+        return auth_record(self.r.hmget(store.user_key(number), AUTH_FIELDS))
 
-    def check_password(self, number, password):
-        """The profile when number:password is valid, else None (constant-time compare)."""
-        found = self.user_auth(number)
+    def check_password(self, number, password, found=...):
+        """The profile when number:password is valid, else None (constant-time compare).
+        found: the user's (profile, ha1) or None when already read (user_auth)."""
+        if found is ...:
+            found = self.user_auth(number)
         expected = ha1(number, self.domain, password)
         if found is None:
             hmac.compare_digest(expected, expected)

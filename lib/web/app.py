@@ -130,56 +130,60 @@ def _auth_failed(c, level, peer, account=None):
     return ApiError(401, "invalid credentials", _challenge(c.config, level))
 
 
-def _admitted(c, peer, secure, local):
-    """Refuse credentials before they are checked: sent in clear from another host when
-    TLS is required (403, no hint about them), or from an address blocked for its
-    failures (429)."""
-    cfg = c.config
-    if cfg.api_require_tls and not secure and peer not in (*LOOPBACK_CLIENTS, local):
-        raise ApiError(403, "use HTTPS")
-    if cfg.api_auth_failures:
-        retry = authlimit.blocked_for(c.redis, peer)
-        if retry:
-            metrics.count("ua_api_blocked_total")
-            raise ApiError(429, "too many failed authentications from this address",
-                           {"Retry-After": str(retry)})
+def _basic(cred):
+    """(number, password) of HTTP Basic credentials naming a valid number, else None."""
+    try:
+        user, sep, password = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError):
+        return None
+    return (user, password) if sep and provisioning.valid_number(user) else None
+
+
+def _lookup(c, peer, number):
+    """(seconds the peer stays blocked or None, user `number`'s (profile, HA1) or None)."""
+    if not c.config.api_auth_failures:
+        return None, c.provisioning.user_auth(number) if number else None
+    retry, reply = authlimit.blocked_for(c.redis, peer, number)
+    return retry, provisioning.auth_record(reply) if number else None
 
 
 def authenticate(c, header, level, number, peer="", secure=False, local=""):
     """The Principal of a request's Authorization header, or raise ApiError 401/403/429.
     `number`: the path's {number}, for USER routes; `peer`: the client's address;
-    `secure`: whether the request came over HTTPS; `local`: the address it came to."""
+    `secure`: whether the request came over HTTPS; `local`: the address it came to.
+    Credentials are refused before they are checked when sent in clear from another host
+    while TLS is required (403, no hint about them), or from an address blocked for its
+    failures (429)."""
     cfg = c.config
     scheme, _, cred = (header or "").strip().partition(" ")
     scheme, cred = scheme.lower(), cred.strip()
-    if header:
-        _admitted(c, peer, secure, local)
+    if not header:
+        metrics.count("ua_auth_failures_total", "api")
+        raise ApiError(401, "authentication required", _challenge(cfg, level))
+    if cfg.api_require_tls and not secure and peer not in (*LOOPBACK_CLIENTS, local):
+        raise ApiError(403, "use HTTPS")
+    basic = _basic(cred) if scheme == "basic" else None
+    retry, found = _lookup(c, peer, basic[0] if basic else None)
+    if retry:
+        metrics.count("ua_api_blocked_total")
+        raise ApiError(429, "too many failed authentications from this address",
+                       {"Retry-After": str(retry)})
     if scheme == "bearer" and cred:
         token = cfg.api_token
         if token and hmac.compare_digest(cred.encode(), token.encode()):
             return Principal(admin=True)
         raise _auth_failed(c, level, peer)
-    if scheme == "basic" and cred:
-        try:
-            user, sep, password = base64.b64decode(cred, validate=True).decode(
-                "utf-8").partition(":")
-        except (binascii.Error, ValueError):
-            user, sep, password = "", "", ""
-        profile = None
-        if sep and provisioning.valid_number(user):
-            profile = c.provisioning.check_password(user, password)
-        if profile is None:
-            raise _auth_failed(c, level, peer, user if sep and provisioning.valid_number(user)
-                               else None)
-        if level == ADMIN:
-            raise ApiError(403, "this endpoint needs the admin token")
-        if level == USER and number != user:
-            raise ApiError(403, "a user may only access its own number")
-        return Principal(admin=False, number=user, profile=profile)
-    if header:          # a scheme this API does not take, or no credentials after it
+    if basic is None:     # another scheme, no credentials after it, or no valid number
         raise _auth_failed(c, level, peer)
-    metrics.count("ua_auth_failures_total", "api")
-    raise ApiError(401, "authentication required", _challenge(cfg, level))
+    user, password = basic
+    profile = c.provisioning.check_password(user, password, found)
+    if profile is None:
+        raise _auth_failed(c, level, peer, user)
+    if level == ADMIN:
+        raise ApiError(403, "this endpoint needs the admin token")
+    if level == USER and number != user:
+        raise ApiError(403, "a user may only access its own number")
+    return Principal(admin=False, number=user, profile=profile)
 
 
 AUTH_ERRORS = {

@@ -82,8 +82,9 @@ class ContainerProxy(Proxy):
         self.volume = f"{self.name}-var"
         self.token = None
         env = compose_environment()
-        env.update({k: v for k, v in self.env.items() if k.startswith(
-            ("UA_SIP", "UA_TLS", "UA_HTTP", "UA_HTTPS"))})
+        env.update({k: v for k, v in self.env.items() if k in (
+            "UA_SIP_PORT", "UA_TLS_PORT", "UA_HTTP_PORT", "UA_HTTPS_PORT", "UA_API_PORT",
+            "UA_API_HTTPS_PORT")})
         env.update(UA_LISTEN=PROXY_IP, UA_DOMAIN=PROXY_IP, UA_ADVERTISE=PROXY_IP,
                    UA_REDIS_URL=redis_url, UA_MDS_PROBE_INTERVAL="0")
         env.pop("UA_API_TOKEN")        # made on first run, kept on the volume
@@ -142,10 +143,12 @@ def redis_container(image):
 
 @pytest.fixture
 def container(image, redis_container, tmp_path):
-    proxy = ContainerProxy(image, redis_container, tmp_path).start()
-    yield proxy
-    proxy.stop()
-    proxy.remove()
+    proxy = ContainerProxy(image, redis_container, tmp_path)
+    try:
+        yield proxy.start()
+    finally:                    # a container that never got healthy goes too
+        proxy.stop()
+        proxy.remove()
 
 
 def test_the_image_is_lean_and_runs_unprivileged(image):
@@ -179,7 +182,7 @@ def test_proxy_container_routes_calls_and_keeps_its_state_across_a_restart(conta
     assert len(tab.requests("INVITE")) == 1
 
     assert podman("healthcheck", "run", container.name, check=False).returncode == 0
-    with urllib.request.urlopen(f"{container.http_url}/metrics", timeout=5) as resp:
+    with urllib.request.urlopen(f"{container.api_url}/metrics", timeout=5) as resp:
         assert "ua_registrations" in resp.read().decode()
 
     token = container.token

@@ -7,6 +7,8 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from lib import metrics
+from tests.support.fixtures import provision_site
+from tests.support.proxy import Proxy
 from tests.test_forwarding import forwards
 from tests.test_unique_account import browser, deskphone, wait_until
 
@@ -113,3 +115,22 @@ def test_metrics_count_routing_fallbacks_forwards_and_auth_failures(site):
     assert value(after, "ua_registrations", device="webrtc") == 0
     # the closed WebSocket is gone from Kamailio's own figures too
     assert wait_until(lambda: value(scrape(site), "kamailio_websocket_connections") == 0, 5)
+
+
+def test_ua_metrics_0_turns_the_sip_side_counting_off(redis_server, redis_url, tmp_path):
+    """make bench's comparison is only worth something if UA_METRICS=0 counts nothing."""
+    proxy = Proxy(redis_server.url, tmp_path / "proxy", node_id="metrics-off",
+                  env={"UA_METRICS": "0"}).start()
+    try:
+        site = provision_site(proxy, tmp_path)
+        assert site.mds_calls("1000", scenario="mds_call_expect_error").run().received(480)
+        wrong = browser(site, password="wrong", register=False)
+        wrong.register()
+        wrong.close()
+        assert proxy.api("GET", "/api/v1/users", auth=("bearer", "forged"))[0] == 401
+        text = scrape(site)
+    finally:
+        proxy.stop()
+    assert value(text, "ua_routing_duration_seconds_count") == 0
+    assert value(text, "ua_auth_failures_total", kind="sip") == 0
+    assert value(text, "ua_auth_failures_total", kind="api") == 1   # the API server counts

@@ -35,6 +35,7 @@ from lib import callstate
 from lib import config as config_mod
 from lib import mds_health
 from lib import media
+from lib import overload
 from lib import provisioning
 from lib import registrar
 from lib import routing
@@ -375,6 +376,8 @@ def health(ctx, req, params, who):
     if ctx.config.media == "rtpengine" and not media.alive(ctx.config.rtpengine_url):
         return Response(503, {"status": "degraded", "reason": "media relay unreachable"},
                         {"Retry-After": "1"})
+    if reason := overload.status():
+        return Response(503, {"status": "degraded", "reason": reason}, {"Retry-After": "1"})
     return Response(200, {"status": "ok"})
 
 

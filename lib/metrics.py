@@ -24,6 +24,7 @@ COUNTERS = {
     "ua_store_errors_total": [()],
     "ua_auth_failures_total": [("sip",), ("api",), ("replay",)],
     "ua_flood_blocked_total": [()],
+    "ua_overload_rejected_total": [("INVITE",), ("REGISTER",)],
 }
 GAUGES = {"ua_registrations": "ua:reg:", "ua_calls_in_progress": "ua:active:"}
 ROUTING_HISTOGRAM = "ua_routing_duration_seconds"

@@ -158,7 +158,7 @@ def kamailio_command(env, run_dir):
         defines["UA_WITH_RTPENGINE"] = "1"
         defines["UA_RTPENGINE_SOCK"] = f'"{env["UA_RTPENGINE_URL"]}"'
     cmd = ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-Y", str(run_dir),
-           "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "128"),
+           "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "256"),
            "-M", env.get("UA_PKG_MB", "16"),
            # TLSF: Kamailio's default allocator (qm) searches its free lists, and the many
            # short-lived values of the Python glue made that 20 % of a call's CPU (make bench)
@@ -222,6 +222,7 @@ def main():
     run_dir = var / "run" / env["UA_NODE_ID"]
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
+    env["UA_RUN_DIR"] = str(run_dir)     # lib/overload's status, for the health endpoint
     env["PYTHONPATH"] = python_path()
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     kamailio = subprocess.Popen(kamailio_command(env, run_dir), env=env)

@@ -1,5 +1,5 @@
 # The two commands a user needs: `make run` and `make test`. Both prepare what is missing.
-.PHONY: setup run test unit bench soak
+.PHONY: setup run test unit bench soak overload
 
 setup:
 	@scripts/setup.sh
@@ -22,3 +22,8 @@ bench: setup
 # Not part of `make test`: SOAK_SECONDS (600) at SOAK_CALL_RATE, see bench/soak.py.
 soak: setup
 	.venv/bin/python -m bench.soak
+
+# Not part of `make test`: past the sustainable call rate, U against N (bench/overload.py);
+# about 25 minutes; run it alone on the machine.
+overload: setup
+	.venv/bin/python -m bench.overload

@@ -473,15 +473,15 @@ def context_misses(proxy):
 
 # --- the run -------------------------------------------------------------------------------
 
-def ladder(bench, proxy, workload, start_rate):
+def ladder(bench, proxy, workload, start_rate, seconds=LADDER_STEP_SECONDS):
     """Highest rate with zero failed calls, all at the rate asked: up by 25% until a step
     fails, then up from the last good rate in steps of 5% of it. Returns (rate, what
     limited it: the proxy when its processes used most of their core at the failing step,
-    else the load generator)."""
+    else the load generator). Steps of `seconds`."""
     good, rate, step = 0, start_rate, None
     while True:
-        point = bench.measure(proxy, workload, rate, seconds=LADDER_STEP_SECONDS)
-        ok = (point["failed"] == 0 and point["successful"] == int(rate * LADDER_STEP_SECONDS)
+        point = bench.measure(proxy, workload, rate, seconds=seconds)
+        ok = (point["failed"] == 0 and point["successful"] == int(rate * seconds)
               and point["achieved_rate"] >= 0.95 * rate)
         log(f"ladder {proxy.name} {workload} {rate}/s: {'ok' if ok else 'FAILED'} "
             f"(achieved {point['achieved_rate']:.0f}/s, proxy CPU "

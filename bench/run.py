@@ -251,12 +251,14 @@ class NativeProxy(Proxy):
 
 
 class UniqueAccountProxy(Proxy):
-    """U: this project, started as `make run` starts it (python -m lib.runner)."""
+    """U: this project, started as `make run` starts it (python -m lib.runner); `root`:
+    the tree it runs from (bench/side_by_side.py runs another revision beside)."""
 
-    def __init__(self, workdir, users, media="passthrough"):
-        self.name = "U" if media == "passthrough" else "U+rtpengine"
+    def __init__(self, workdir, users, media="passthrough", root=ROOT, name=None):
+        self.name = name or ("U" if media == "passthrough" else "U+rtpengine")
         super().__init__(workdir, users)
         self.media = media
+        self.root = root
         self.proc = self.redis_proc = None
 
     def start(self):
@@ -279,8 +281,8 @@ class UniqueAccountProxy(Proxy):
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
         with open(self.workdir / "proxy.log", "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=self.root,
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for(lambda: answers_options(self.addr), 60, f"proxy {self.name}")
         self.pin()
         return self

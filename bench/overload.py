@@ -12,9 +12,9 @@ Redis, SIPp to CPU 1, the users, SIPp playing the MDS and every deskphone. Per r
    (timeouts, aborts, unexpected answers), shared memory in use at its highest (sampled
    every SHM_SAMPLE_SECONDS through Kamailio's ctl socket), the proxy's CPU;
 3. right when the 3x step stops offering calls, 1x again for RECOVERY_SECONDS, and the
-   seconds until calls succeed again: the start of the first second from which SIPp
-   counts at least 90 % of the calls offered as successful in every second (that run
-   plays mds_call_load, where a 503 fails a call).
+   seconds until calls succeed again: the first second in which SIPp counts at least
+   90 % of the calls offered as successful (that run plays mds_call_load, where a 503
+   fails a call), and how many later seconds of the run fall below that again.
 
 OVERLOAD_RUNS (2) runs; the report gives each figure's median over the runs. Results:
 bench/overload.json and a table on stdout. Run it alone on the machine (flock).
@@ -113,16 +113,15 @@ def outcome(workdir):
 
 
 def recovery_seconds(workdir, rate):
-    """Seconds from the start of the 1x run (mds_call_load: a 503 fails a call at once)
-    until the first second from which every second has at least 90 % of the offered calls
-    successful (None: never)."""
-    good_from = None
-    for i, row in enumerate(rows(workdir / "stat.csv")[:-1]):    # the last: the run's tail
-        if int(row["SuccessfulCall(P)"]) >= 0.9 * rate:
-            good_from = i if good_from is None else good_from
-        else:
-            good_from = None
-    return good_from
+    """(seconds from the start of the 1x run to the end of the first second in which at
+    least 90 % of the offered calls succeed, or None; how many later seconds fall below
+    that again). The run plays mds_call_load, where a 503 fails a call at once."""
+    ok = [int(row["SuccessfulCall(P)"]) >= 0.9 * rate
+          for row in rows(workdir / "stat.csv")[1:-1]]    # the first: at 0 s; the last: the tail
+    if True not in ok:
+        return None, 0
+    first = ok.index(True)
+    return first + 1, ok[first:].count(False)
 
 
 def run_step(bench, proxy, rate, tag, recovery_rate=None):
@@ -147,7 +146,8 @@ def run_step(bench, proxy, rate, tag, recovery_rate=None):
               "proxy_cpu_share": round(cpu, 2)}
     if recovery:
         wait(recovery, RECOVERY_SECONDS + 40)
-        result["recovery_seconds"] = recovery_seconds(recovery_dir, recovery_rate)
+        result["recovery_seconds"], result["recovery_seconds_below_later"] = \
+            recovery_seconds(recovery_dir, recovery_rate)
         final = rows(recovery_dir / "stat.csv")[-1]
         result["recovery_run"] = {"successful": int(final["SuccessfulCall(C)"]),
                                   "failed": int(final["FailedCall(C)"])}
@@ -220,9 +220,11 @@ def table(report):
             key = f"{multiple}x"
             m = lambda *p: median_of(runs, name, key, *p)     # noqa: E731
             offered, goodput = m("offered"), m("goodput")
-            recovery = (m("recovery_seconds") if multiple == MULTIPLES[-1] else None)
-            back = ("-" if multiple != MULTIPLES[-1] else
-                    "never (in the 1x run)" if recovery is None else f"{recovery:g} s")
+            back = "-"
+            if multiple == MULTIPLES[-1]:
+                recovery, below = m("recovery_seconds"), m("recovery_seconds_below_later")
+                back = ("never (in the 1x run)" if recovery is None else f"{recovery:g} s"
+                        + (f" ({below:g} later seconds under 90 %)" if below else ""))
             lines.append(
                 f"| {name} | {key} | {m('rate'):g} | {goodput:g} ({goodput / s:.0%}) "
                 f"| {m('rejected_503'):g} | {m('other_failures'):g} "

@@ -2,7 +2,8 @@
 proxy whose shedding mark is deliberately low (1 % of its SIP receive buffer): a burst of
 new INVITEs from the MDS gets 503 with Retry-After at once, the BYE of a call established
 before, sent in the middle of the burst, still reaches the deskphone and is answered,
-the rejections are counted per method, and health says degraded while it lasts."""
+the rejections are counted per method, one WARNING (no ERROR) is logged, and health says
+degraded while it lasts."""
 import socket
 import time
 import uuid
@@ -17,6 +18,8 @@ from tests.test_metrics import scrape, value
 from tests.test_unique_account import deskphone, wait_until
 
 BURST = 1500        # new INVITEs on each side of the BYE
+# an overload is no ERROR; its WARNING comes once, not per request
+pytestmark = pytest.mark.usefixtures("quiet_log")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,7 @@ def test_a_burst_gets_fast_503s_while_an_established_call_ends(site):
     assert answer is not None and answer.status == 200, answer
     caller.send(in_dialog("ACK", answer, call_id, caller, 1))
     before = value(scrape(site), "ua_overload_rejected_total", method="INVITE")
+    log_start = proxy.log_size()
 
     burst = UdpClient(MDS_IP, proxy.sip_addr, proxy.domain)
     burst.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)   # the answers
@@ -86,6 +90,9 @@ def test_a_burst_gets_fast_503s_while_an_established_call_ends(site):
     # shedding was on around the BYE: INVITEs queued after it were refused too
     assert any(cid in shed for cid in second)
     assert all(r.header("Retry-After") for r in shed.values())
+    with open(proxy.log_path, "rb") as log:
+        log.seek(log_start)
+        assert log.read().count(b"overload: shedding new") == 1
     assert late == 0        # at once: none waits for Redis or a transaction
     # every 503 is counted (a few of them may be lost on the way to this test's socket)
     assert wait_until(lambda: value(scrape(site), "ua_overload_rejected_total", method="INVITE")

@@ -27,6 +27,7 @@ a node going in and out of overload within milliseconds reads as degraded.
 import os
 import random
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ STATUS_FILE = "overload"
 LOG_EVERY_SECONDS = 10.0
 # A REGISTER storm (a site's phones after a power cut) comes back spread over this window.
 REGISTER_RETRY_AFTER = (10, 40)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)     # <linux/socket.h>
 
 
 @dataclass(frozen=True)
@@ -116,19 +118,26 @@ def udp_socket(proc_net_udp, local_address):
     return None
 
 
-def receive_buffer(inode):
-    """SO_RCVBUF of the socket with that inode among this process's descriptors (Kamailio
-    opens its UDP listeners before forking: every process holds them)."""
+def listener_socket(inode):
+    """This process's own handle on the socket with that inode (a duplicate of its
+    descriptor: Kamailio opens its UDP listeners before it forks, so every process, a
+    timer process included, holds them), or None."""
     target = f"socket:[{inode}]"
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if os.readlink(f"/proc/self/fd/{fd}") != target:
-                continue
+            if os.readlink(f"/proc/self/fd/{fd}") == target:
+                return socket.socket(fileno=os.dup(int(fd)))
         except OSError:
             continue
-        with socket.socket(fileno=os.dup(int(fd))) as sock:
-            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
     return None
+
+
+def buffer_use(sock):
+    """The fraction of the socket's receive buffer in use: SO_MEMINFO (Linux 4.12) starts
+    with the bytes queued and the buffer's size. One system call, where reading
+    /proc/net/udp walks the kernel's whole UDP table (0.37 ms a read here)."""
+    queued, size = struct.unpack("=2I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 8))
+    return queued / size if size else 0.0
 
 
 class Monitor:
@@ -141,17 +150,16 @@ class Monitor:
         self.status_path = Path(run_dir) / STATUS_FILE if run_dir else None
         self.level, self.logged = NORMAL, float("-inf")
         self.normal_since = None
-        self.buffer = None
+        self.sock = None
 
     def queue(self):
-        """The fraction of the listener's receive buffer in use (0 if not found)."""
-        with open(self.proc_file) as f:
-            found = udp_socket(f.read(), self.address)
-        if found is None:
-            return 0.0
-        if self.buffer is None:
-            self.buffer = receive_buffer(found[1]) or 0
-        return found[0] / self.buffer if self.buffer else 0.0
+        """The fraction of the listener's receive buffer in use (0 if it was not found:
+        the socket is looked for once, in /proc/net/udp, then read with SO_MEMINFO)."""
+        if self.sock is None:
+            with open(self.proc_file) as f:
+                found = udp_socket(f.read(), self.address)
+            self.sock = (found and listener_socket(found[1])) or False
+        return buffer_use(self.sock) if self.sock else 0.0
 
     def tick(self, shm, now):
         """One sample: returns (new level, reason, log line or None) when the level changed,

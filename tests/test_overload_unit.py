@@ -87,15 +87,18 @@ def test_entering_again_is_logged_at_most_every_few_seconds(tmp_path, monkeypatc
     assert monitor.tick(0.65, now=overload.LOG_EVERY_SECONDS + 1)[2] is not None
 
 
-def test_receive_buffer_of_a_socket_held_by_this_process():
+def test_buffer_use_of_a_socket_held_by_this_process():
     import socket
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         address = overload.udp_local_address(*sock.getsockname())
-        sock.sendto(b"x" * 500, sock.getsockname())
+        for _ in range(3):
+            sock.sendto(b"x" * 500, sock.getsockname())
         with open("/proc/net/udp") as f:
             queued, inode = overload.udp_socket(f.read(), address)
-        assert queued > 500
-        assert overload.receive_buffer(inode) == sock.getsockopt(socket.SOL_SOCKET,
-                                                                 socket.SO_RCVBUF)
+        held = overload.listener_socket(inode)
+        assert held is not None
+        with held:
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert overload.buffer_use(held) == queued / size > 0

@@ -5,10 +5,10 @@ already taken complete and shared memory never runs out.
 Two signals of the node's own state, sampled by a timer process every SAMPLE_MS
 (kamailio.cfg, `ksr_overload_timer`):
 
-- the SIP workers' backlog: bytes waiting in the UDP SIP listener's receive queue
-  (/proc/net/udp). It is the work the workers have not got to yet, so it rises when they
-  fall behind whatever made them slow (CPU, a slow Redis), and it stays near zero at any
-  rate they keep up with. Transactions in progress, by contrast, grow with the ring time
+- the SIP workers' backlog: how full the UDP SIP listener's receive buffer is (bytes
+  queued against its size, SO_MEMINFO). It is the work the workers have not got to yet,
+  so it rises when they fall behind whatever made them slow (CPU, a slow Redis), and it
+  stays near zero at any rate they keep up with. Transactions in progress, by contrast, grow with the ring time
   of healthy calls (30 calls/s ringing 30 s are 900), and the CPU load says nothing about
   whether requests wait. Past the knee the queue grows within milliseconds, long before
   SIP retransmissions (500 ms) multiply the load;
@@ -78,7 +78,8 @@ def level(previous, queue, shm, m):
     if over:
         return max(over)
     lingering = [(unit, value, low) for value, low, on, unit in
-                 ((queue, m.queue_low, m.queue_calls, "queue"), (shm, m.shm_low, m.shm_calls, "shm"))
+                 ((queue, m.queue_low, m.queue_calls, "queue"),
+                  (shm, m.shm_low, m.shm_calls, "shm"))
                  if on and value > low]
     if previous and lingering:
         unit, value, low = lingering[0]
@@ -150,6 +151,7 @@ class Monitor:
         self.status_path = Path(run_dir) / STATUS_FILE if run_dir else None
         self.level, self.logged = NORMAL, float("-inf")
         self.normal_since = None
+        self.published = False      # the status file is there
         self.sock = None
 
     def queue(self):
@@ -171,7 +173,8 @@ class Monitor:
             return None
         line = None
         if new > self.level and now - self.logged >= LOG_EVERY_SECONDS:
-            line = f"overload: shedding new {'INVITEs and REGISTERs' if new == ALL else 'INVITEs'}: {reason}"
+            what = "INVITEs and REGISTERs" if new == ALL else "INVITEs"
+            line = f"overload: shedding new {what}: {reason}"
             self.logged = now
         self.level = new
         return new, reason, line
@@ -185,10 +188,12 @@ class Monitor:
             self.normal_since = None
             if changed:
                 write_status(self.status_path, reason)
+                self.published = True
         elif self.normal_since is None:
             self.normal_since = now
-        elif now - self.normal_since >= HEALTH_HOLD_SECONDS and self.status_path.exists():
+        elif self.published and now - self.normal_since >= HEALTH_HOLD_SECONDS:
             self.status_path.unlink(missing_ok=True)
+            self.published = False
 
 
 def write_status(path, reason):

@@ -1,5 +1,5 @@
 # The two commands a user needs: `make run` and `make test`. Both prepare what is missing.
-.PHONY: setup run test unit bench soak image
+.PHONY: setup run test unit bench soak overload image
 
 setup:
 	@scripts/setup.sh
@@ -22,6 +22,11 @@ bench: setup
 # Not part of `make test`: SOAK_SECONDS (600) at SOAK_CALL_RATE, see bench/soak.py.
 soak: setup
 	.venv/bin/python -m bench.soak
+
+# Not part of `make test`: past the sustainable call rate, U against N (bench/overload.py);
+# about 25 minutes; run it alone on the machine.
+overload: setup
+	.venv/bin/python -m bench.overload
 
 # The proxy's image (docker/Dockerfile) as UA_IMAGE (ua-proxy:latest): docker when an engine
 # answers, else podman, building its Debian base with debootstrap when no registry serves it.

@@ -263,14 +263,17 @@ class NativeProxy(Proxy):
 
 class UniqueAccountProxy(Proxy):
     """U: this project, started as `make run` starts it (python -m lib.runner); metrics
-    False: with UA_METRICS=0 (the SIP side counts nothing)."""
+    False: with UA_METRICS=0 (the SIP side counts nothing); `root`: the tree it runs from
+    (bench/side_by_side.py runs another revision beside)."""
 
-    def __init__(self, workdir, users, media="passthrough", metrics=True):
-        self.name = ("U" if media == "passthrough" else "U+rtpengine") + (
+    def __init__(self, workdir, users, media="passthrough", metrics=True, root=ROOT,
+                 name=None):
+        self.name = name or ("U" if media == "passthrough" else "U+rtpengine") + (
             "" if metrics else "-metrics-off")
         super().__init__(workdir, users)
         self.media = media
         self.metrics = metrics
+        self.root = root
         self.proc = self.redis_proc = None
 
     def start(self):
@@ -296,8 +299,8 @@ class UniqueAccountProxy(Proxy):
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
         with open(self.workdir / "proxy.log", "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=self.root,
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
         wait_for(lambda: answers_options(self.addr), 60, f"proxy {self.name}")
         self.pin()
         return self
@@ -515,15 +518,15 @@ def context_misses(proxy):
 
 # --- the run -------------------------------------------------------------------------------
 
-def ladder(bench, proxy, workload, start_rate):
+def ladder(bench, proxy, workload, start_rate, seconds=LADDER_STEP_SECONDS):
     """Highest rate with zero failed calls, all at the rate asked: up by 25% until a step
     fails, then up from the last good rate in steps of 5% of it. Returns (rate, what
     limited it: the proxy when its processes used most of their core at the failing step,
-    else the load generator)."""
+    else the load generator). Steps of `seconds`."""
     good, rate, step = 0, start_rate, None
     while True:
-        point = bench.measure(proxy, workload, rate, seconds=LADDER_STEP_SECONDS)
-        ok = (point["failed"] == 0 and point["successful"] == int(rate * LADDER_STEP_SECONDS)
+        point = bench.measure(proxy, workload, rate, seconds=seconds)
+        ok = (point["failed"] == 0 and point["successful"] == int(rate * seconds)
               and point["achieved_rate"] >= 0.95 * rate)
         log(f"ladder {proxy.name} {workload} {rate}/s: {'ok' if ok else 'FAILED'} "
             f"(achieved {point['achieved_rate']:.0f}/s, proxy CPU "

@@ -4,7 +4,9 @@ as `make run` starts it with its embedded Redis, the users, SIPp playing the MDS
 deskphone.
 
 For SOAK_SECONDS (default 600): the MDS calls the call pool at SOAK_CALL_RATE per second
-(default half of U's highest call rate in bench/results.json, else 100), the register
+(default: half the sustainable rate measured on this machine at the start, by `make
+bench`'s ladder on the soak's own proxy with steps of SOAK_LADDER_SECONDS; never a figure
+from another machine: issue 23), the register
 pool re-registers at a fifth of that, and every SOAK_SWITCH_SECONDS (3) a user of the
 call pool switches device through the API (webrtc, with its fallback to the deskphone,
 and back). Reported, and written to bench/soak.json: failed calls and REGISTERs (goal 0),
@@ -22,22 +24,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (MDS_IP, REGISTRAR_IP, RESULTS, Bench, UniqueAccountProxy, Users,  # noqa: E402
-                       log, memory_kib, read_result, start_load)
+from bench.overload import shm_fraction  # noqa: E402
+from bench.run import (MDS_IP, REGISTRAR_IP, Bench, UniqueAccountProxy, Users,  # noqa: E402
+                       ladder, log, memory_kib, read_result, start_load)
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
 SWITCH_SECONDS = float(os.environ.get("SOAK_SWITCH_SECONDS", "3"))
+LADDER_SECONDS = int(os.environ.get("SOAK_LADDER_SECONDS", "5"))
+# low enough that the first step passes on a busy machine too (a failed first step leaves
+# no rate at all)
+LADDER_START = int(os.environ.get("SOAK_LADDER_START", "100"))
 USERS = Users(int(os.environ.get("SOAK_USERS", "1000")))
 OUT = Path(__file__).resolve().parent / "soak.json"
 TRACEBACK = b"ua: Traceback"       # what kemi/entry.py logs for any escaped exception
 
 
-def default_call_rate():
-    try:
-        highest = json.loads(RESULTS.read_text())["users"]["100"]["U"]["max_calls_rate"]
-        return max(1, highest // 2)
-    except (OSError, KeyError, ValueError, TypeError):
-        return 100
+def measured_call_rate(bench, proxy):
+    """Half the highest rate at which every call succeeds, on this machine, now."""
+    highest, limit = ladder(bench, proxy, "calls", LADDER_START, seconds=LADDER_SECONDS)
+    log(f"soak: sustainable rate {highest}/s ({limit}-bound)")
+    if not highest:
+        raise SystemExit("soak: no rate where every call succeeds")
+    return highest // 2
 
 
 def kamailio_memory(proxy):
@@ -59,17 +67,17 @@ def switch_device(api, number, device):
 
 
 def main():
-    rate = int(os.environ.get("SOAK_CALL_RATE", "0")) or default_call_rate()
-    register_rate = max(1, rate // 5)
     workdir = Path(tempfile.mkdtemp(prefix="ua-soak-"))
     bench = Bench(workdir)
     proxy = UniqueAccountProxy(workdir, USERS)
-    report = {"seconds": SECONDS, "call_rate": rate, "register_rate": register_rate,
-              "users": USERS.count}
     try:
         bench.start_deskphones()
         proxy.start()
         bench.register_call_pool(proxy)
+        rate = int(os.environ.get("SOAK_CALL_RATE", "0")) or measured_call_rate(bench, proxy)
+        register_rate = max(1, rate // 5)
+        report = {"seconds": SECONDS, "call_rate": rate, "register_rate": register_rate,
+                  "users": USERS.count}
         api = proxy.api_url
         log(f"soak: {SECONDS} s, calls at {rate}/s, REGISTER at {register_rate}/s, "
             f"a device switch every {SWITCH_SECONDS} s; logs under {workdir}")
@@ -88,6 +96,9 @@ def main():
             if memory_start is None and time.monotonic() >= warm_at:
                 # after a warm-up: the workers' first calls load code and touch memory
                 memory_start, redis_start = kamailio_memory(proxy), proxy.redis_memory()
+                shm_start = shm_fraction(proxy)
+            elif memory_start is not None:
+                shm_end = shm_fraction(proxy)    # the last reading under load
             number = USERS.call_pool[switches % len(USERS.call_pool)]
             device = "deskphone" if switches % 2 else "webrtc"
             failed_switches += not switch_device(api, number, device)
@@ -113,6 +124,7 @@ def main():
         "kamailio_private_total_kib": {"start": sum(v[1] for v in memory_start.values()),
                                    "end": sum(v[1] for v in memory_end.values())},
         "redis_used_memory": {"start": redis_start, "end": redis_end},
+        "kamailio_shm_in_use": {"start": round(shm_start, 4), "end": round(shm_end, 4)},
         "python_exceptions": exceptions})
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "kamailio_kib"}, indent=1))

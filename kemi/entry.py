@@ -12,7 +12,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import KSR  # noqa: E402
 
 from lib import (blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
-                 mds_health, media, metrics, nodes, registrar, routing, sipmsg, store)
+                 mds_health, media, metrics, nodes, overload, registrar, routing, sipmsg,
+                 store)
 
 CONNECTION_PROTOS = ("tcp", "tls", "ws", "wss")
 LISTENER_PROTO = {"ws": "tcp", "wss": "tls"}
@@ -22,6 +23,8 @@ IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity")
 CFG = config.load()
 MEDIA = CFG.media == "rtpengine"
 MDS_PROBER = mds_health.Prober(CFG)   # used by the MDS timer process only
+# used by the overload timer process only
+OVERLOAD = overload.Monitor(CFG.listen, CFG.sip_port, os.environ.get("UA_RUN_DIR"))
 PLAN_AVP = "ua_plan"     # the call plan the failure route needs, kept with the transaction
 # The local users taking part in a call until its ACK, {number: call entry} JSON by Call-ID
 # (kamailio.cfg): the failure route reads them, the ACK of the 2xx answers them.
@@ -134,6 +137,8 @@ class kamailio:
             return      # dropped unanswered
         if not self.reqinit():
             return
+        if KSR.is_method_in("IR") and self.shedding():
+            return
         if KSR.is_CANCEL():
             if KSR.tm.t_check_trans() > 0:
                 self.relay()
@@ -169,6 +174,20 @@ class kamailio:
         KSR.htable.sht_setxi(flood.BLOCKS, ip, 1, CFG.flood_block_seconds)
         KSR.warn(f"ua: flood from {ip}: blocked for {CFG.flood_block_seconds} s\n")
         count("ua_flood_blocked_total")
+        return True
+
+    def shedding(self):
+        """Overload (lib/overload): a new INVITE, or REGISTER, refused at once. One shared
+        integer read when not overloaded; cluster relays are calls another proxy took."""
+        current = KSR.htable.sht_get(overload.TABLE, overload.LEVEL_KEY)
+        register = KSR.is_REGISTER()
+        if not overload.sheds(current, register) or KSR.siputils.has_totag() > 0 \
+                or nodes.is_relayed(pv("$ru") or ""):
+            return False
+        if not register and (KSR.tmx.t_precheck_trans() > 0 or KSR.tm.t_check_trans() == 0):
+            return True     # a retransmission of a call already taken: tm answers it
+        reply(503, "Service Unavailable", [f"Retry-After: {overload.retry_after(register)}"])
+        count("ua_overload_rejected_total", "REGISTER" if register else "INVITE")
         return True
 
     def reqinit(self):
@@ -479,12 +498,13 @@ class kamailio:
         if isinstance(decision, routing.RelayToMds):
             KSR.seturi(decision.ruri)
             KSR.hdr.append(f"P-Asserted-Identity: {decision.identity}\r\n")
+            KSR.tm.t_set_max_lifetime(forwarding.MDS_LEG_LIFETIME_MS, 0)
         elif isinstance(decision, calls.Forward):
             KSR.seturi(decision.ruri)
             KSR.resetdsturi()                 # a retarget after ringing a device
             KSR.corex.set_send_socket(f"udp:{CFG.listen}:{CFG.sip_port}")
             KSR.tm.t_reset_fr()          # the MDS's own timers, not the device's ring time
-            KSR.tm.t_reset_max_lifetime()
+            KSR.tm.t_set_max_lifetime(forwarding.MDS_LEG_LIFETIME_MS, 0)
         else:
             self.set_branches(decision.contacts)
         if KSR.is_INVITE():
@@ -678,6 +698,20 @@ class kamailio:
 
     def ksr_mds_timer(self, msg, *args):
         return guarded(MDS_PROBER.tick, time.time())
+
+    # --- overload: the node's own state, sampled in a timer process of its own ----------
+
+    def ksr_overload_timer(self, msg, *args):
+        def sample():
+            used = KSR.pv.get("$stat(real_used_size)")
+            change = OVERLOAD.tick(used / KSR.pv.get("$stat(total_size)"), time.time())
+            if change is None:
+                return
+            level, _, line = change
+            KSR.htable.sht_seti(overload.TABLE, overload.LEVEL_KEY, level)
+            if line:
+                KSR.warn(f"ua: {line}\n")
+        return guarded(sample)
 
     # --- connections ------------------------------------------------------------------
 

@@ -13,6 +13,12 @@ RULE_OF = {"unconditional": "unconditional", "busy": "busy", "dnd": "busy",
 # A browser that sent nothing at all within this time is gone (rule 7).
 BROWSER_SIGN_OF_LIFE_MS = 3000
 MAX_DIVERSIONS = 5
+# The longest an INVITE to an MDS lives unanswered (a call placed by a device, a forward):
+# tm's fr_inv_timer for MDS legs (kamailio.cfg, 120 s, within which the MDS rings its own
+# users) and a few seconds for its final answer. Without it, tm's max_inv_lifetime (660 s,
+# sized for a browser, rule 7's deskphone and a forward in one transaction) was the bound,
+# and unanswered legs held shared memory for 11 minutes (issue 23).
+MDS_LEG_LIFETIME_MS = 125_000
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """What `GET /api/v1/health` reports (contract section 1): the state store, the media relay
-and Kamailio itself, each asked directly; the first one down is the reason."""
+and Kamailio itself, each asked directly, and whether this node sheds load (section 11,
+lib/overload); the first problem is the reason."""
 import logging
 import subprocess
 
 import redis
 
-from lib import media, store
+from lib import media, overload, store
 
 log = logging.getLogger("ua.health")
 KAMAILIO_TIMEOUT = 1.0
@@ -35,4 +36,4 @@ def problem(cfg, r):
     if cfg.kamailio_ctl and not kamailio_alive(cfg.kamailio_ctl):
         log.warning("health: Kamailio does not answer on %s", cfg.kamailio_ctl)
         return "Kamailio unreachable"
-    return None
+    return overload.status()

@@ -57,6 +57,9 @@ COUNTERS = {
     "ua_flood_blocked_total": ("Requests dropped by flood protection", (), [()]),
     "ua_api_blocked_total": ("API requests refused unchecked (429): their address failed "
                              "to authenticate too often", (), [()]),
+    "ua_overload_rejected_total": (
+        "New out-of-dialog requests refused with 503 while the node was overloaded",
+        ("method",), [("INVITE",), ("REGISTER",)]),
 }
 GAUGES = {"ua_registrations": "ua:reg:", "ua_calls_in_progress": "ua:active:"}
 GAUGE_HELP = {"ua_registrations": "Live registrations by device class",

@@ -165,7 +165,7 @@ def kamailio_command(env, run_dir):
         defines["UA_WITH_RTPENGINE"] = "1"
         defines["UA_RTPENGINE_SOCK"] = f'"{env["UA_RTPENGINE_URL"]}"'
     cmd = ["kamailio", "-f", str(ROOT / "kamailio.cfg"), "-DD", "-E", "-Y", str(run_dir),
-           "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "128"),
+           "-P", str(run_dir / "kamailio.pid"), "-m", env.get("UA_SHM_MB", "256"),
            "-M", env.get("UA_PKG_MB", "16"),
            # TLSF: Kamailio's default allocator (qm) searches its free lists, and the many
            # short-lived values of the Python glue made that 20 % of a call's CPU (make bench)
@@ -232,6 +232,7 @@ def main():
     # previous run; the runner's own hold every series at zero from the start.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")
     os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
+    env["UA_RUN_DIR"] = str(run_dir)     # lib/overload's status, for the health endpoint
     os.environ.update(env)
     from lib import metrics, nodes, registrar
     metrics.open_files()

@@ -476,11 +476,11 @@ Content-Length: [len]
 {SDP}"""
 
 
-def ack_non2xx():
+def ack_non2xx(callee="[service]"):
     """ACK of a non-2xx final response: same branch as the INVITE ([last_Via:] of the
     response), same Request-URI, CSeq number of the INVITE."""
     return msg(f"""
-ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+ACK sip:{callee}@[remote_ip]:[remote_port] SIP/2.0
 [last_Via:]
 Max-Forwards: 70
 [last_From:]
@@ -979,12 +979,15 @@ def register_load():
     return out
 
 
-def mds_call_load():
+def mds_call_load(shed=False):
     """A multi-worker proxy may pass the callee's 180 after its 200: the 180 is caught
     wherever it comes (optional="global") and the scenario goes back to waiting for what
-    it waited for (the 200 of the INVITE, or of the BYE once answered)."""
+    it waited for (the 200 of the INVITE, or of the BYE once answered). shed: a 503 to
+    the INVITE is acknowledged and ends the call, counted apart (make overload)."""
     caller, host = "[caller]", "[local_ip]:[local_port]"
     out = msg(invite(caller, host, 1, callee="[field0]"), retrans=True)
+    if shed:
+        out += recv_response(503, optional=True, nxt="shed")
     out += recv_response(100, optional=True)
     out += '<recv response="180" optional="global" next="provisional"/>\n'
     out += label("wait_200")
@@ -1000,6 +1003,8 @@ def mds_call_load():
     out += label("provisional")
     out += '<nop test="answered" next="wait_bye"/>\n'
     out += jump("wait_200")
+    if shed:
+        out += label("shed") + ack_non2xx("[field0]")
     out += label("end")
     return out
 
@@ -1045,6 +1050,7 @@ SCENARIOS = {
     "blf_watcher": (blf_watcher, "UAC: a deskphone BLF key: SUBSCRIBE Event dialog to [service] as [user] (digest: one 401/407 answered), expects 200/202, answers every NOTIFY with 200 until stopped; a NOTIFY with Subscription-State terminated is answered and ends it successfully; fails on a final error."),
     "register_load": (register_load, "UAC (make bench): REGISTER of [field0] (injection file) with Contact at [contact_host], Expires 3600; expects 401, answers it with the credentials of [field1], expects 200; anything else fails the call."),
     "mds_call_load": (mds_call_load, "UAC (make bench): the MDS calls [field0] (injection file): INVITE, optional 100, 180 (at any point, even after the 200), 200, ACK, BYE, 200; anything else fails the call."),
+    "mds_call_overload": (lambda: mds_call_load(shed=True), "UAC (make overload): mds_call_load, except that a 503 to the INVITE is acknowledged and ends the call (make overload counts these apart with -trace_counts)."),
     "deskphone_answer_load": (deskphone_answer_load, "UAS (make bench): every deskphone at once, answering each INVITE with 180, ring_ms, 200, then ACK, BYE, 200; runs until stopped. Answers OPTIONS and other out-of-dialog requests with 200."),
     "blf_watcher_unsubscribe": (blf_watcher_unsubscribe, "UAC: like blf_watcher until the first NOTIFY and the 2xx, then hold_ms, in-dialog un-SUBSCRIBE (Expires 0, along the route set), 2xx, answers NOTIFYs until the terminating one and ends successfully."),
 }

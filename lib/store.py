@@ -399,6 +399,8 @@ def _exchange(link, commands, post=False):
             if str(reply).startswith("READONLY"):   # a master demoted by a failover
                 link.close()
                 raise StoreUnavailable(str(reply))
+            if str(reply).startswith("LOADING"):    # reading its data back after a restart
+                raise StoreUnavailable(str(reply))
             raise redis.ResponseError(str(reply))
     return replies
 

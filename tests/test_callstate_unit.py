@@ -14,6 +14,15 @@ from tests.conftest import reset_store_client
 NOW = time.time()
 
 
+@pytest.fixture(autouse=True)
+def now():
+    """Each test's clock starts with it: call entries expire by Redis's own clock
+    (EXPIREAT), and a time taken when the module was imported is minutes old by the time
+    the whole suite gets here, which expired the entries before the test could read them."""
+    global NOW
+    NOW = time.time()
+
+
 @pytest.fixture
 def redis_url(redis_url, monkeypatch):
     """Database 1 of the test Redis: the session's proxy, once started by another test,

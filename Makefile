@@ -15,7 +15,8 @@ unit: setup
 
 # This proxy against a native Kamailio, a db_redis one and the native routing in Python
 # (KEMI), side by side (bench/run.py);
-# BENCH_QUICK=1 for a short run. Writes bench/results.json and prints the table.
+# BENCH_QUICK=1 for a short run. Writes bench/results.json and prints the table;
+# BENCH_ROWS=metrics,api_auth (media, metrics, import, api_auth) runs only those rows.
 bench: setup
 	.venv/bin/python -m bench.run
 

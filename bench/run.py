@@ -832,10 +832,14 @@ def ratios(results):
     media = results["media"]
     out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
                                          / media["U"]["cpu_ms_per_op"]["median"])
-    side = results["metrics"]
-    out["U metrics on/off cpu per call"] = (side["U"]["cpu_ms_per_op"]["median"]
-                                            / side["U-metrics-off"]["cpu_ms_per_op"]["median"])
+    out["U metrics on/off cpu per call"] = metrics_ratio(results["metrics"])
     return {k: round(v, 3) + 0.0 for k, v in out.items()}     # + 0.0: no "-0.0"
+
+
+def metrics_ratio(side):
+    """The metrics row's figure: U's CPU per call with its metrics against without."""
+    return (side["U"]["cpu_ms_per_op"]["median"]
+            / side["U-metrics-off"]["cpu_ms_per_op"]["median"])
 
 
 def highest(result, workload):
@@ -896,7 +900,41 @@ def table(results):
     return "\n".join(lines)
 
 
+# BENCH_ROWS=metrics,api_auth (any of ROWS): only those side-by-side rows, printed as JSON
+# and kept in bench/rows.json; bench/results.json is left as it is.
+ROWS = ("media", "metrics", "import", "api_auth")
+
+
+def rows_only(names):
+    pin([os.getpid()], LOAD_CPUS)
+    workdir = Path(tempfile.mkdtemp(prefix="ua-bench-rows-"))
+    rates = {"calls": int(os.environ.get("BENCH_CALL_RATE", "300"))}
+    bench = Bench(workdir)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "repeats": REPEATS}
+    try:
+        bench.start_deskphones()
+        for name in names:
+            out[name] = {"media": lambda: media_row(bench, workdir / name, rates),
+                         "metrics": lambda: metrics_row(bench, workdir / name, rates),
+                         "import": lambda: import_row(workdir / name),
+                         "api_auth": lambda: api_auth_row(workdir / name)}[name]()
+    finally:
+        bench.stop()
+    if "metrics" in out:
+        out["U metrics on/off cpu per call"] = round(metrics_ratio(out["metrics"]), 3)
+    (Path(__file__).resolve().parent / "rows.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+
+
 def main():
+    rows = [r for r in os.environ.get("BENCH_ROWS", "").split(",") if r]
+    if rows:
+        unknown = set(rows) - set(ROWS)
+        if unknown:
+            raise SystemExit(f"BENCH_ROWS: unknown {sorted(unknown)}; rows are {', '.join(ROWS)}")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        return rows_only(rows)
     # stopped by a signal, the finally clauses still stop every process started
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     pin([os.getpid()], LOAD_CPUS)      # the latency probe runs here, beside SIPp

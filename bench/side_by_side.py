@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import (LOAD_CPUS, Bench, UniqueAccountProxy, Users, log, pin,  # noqa: E402
-                       warm_up)
+from bench.run import (LOAD_CPUS, Bench, UniqueAccountProxy, Users, log,  # noqa: E402
+                       memory_report, pin, warm_up)
 
 BASE = os.environ.get("SIDE_BASE", "main")
 RATE = int(os.environ.get("SIDE_RATE", "980"))
@@ -41,18 +41,22 @@ def main():
                                   name="U-base"),
                UniqueAccountProxy(workdir, users, name="U-this")]
     cpu = {p.name: [] for p in proxies}
+    memory = {}
     try:
         bench.start_deskphones()
         for proxy in proxies:
             proxy.start()
             bench.register_call_pool(proxy)
             warm_up(bench, proxy, RATE)
+        memory = {p.name: [memory_report(p)["private_kib_per_process"]] for p in proxies}
         for _ in range(POINTS):
             for proxy in proxies:
                 point = bench.measure(proxy, "calls", RATE, seconds=SECONDS)
                 cpu[proxy.name].append(point["cpu_ms_per_op"])
                 log(f"{proxy.name}: {point['cpu_ms_per_op']:.3f} ms a call, "
                     f"{point['failed']} failed")
+        for proxy in proxies:
+            memory[proxy.name].append(memory_report(proxy)["private_kib_per_process"])
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -62,6 +66,8 @@ def main():
         print(f"{name}: CPU ms per call at {RATE}/s, median {med[name]:.3f} "
               f"({min(values):.3f}-{max(values):.3f}) over {len(values)} points")
     print(f"U-this/U-base ({BASE}): {med['U-this'] / med['U-base']:.3f}")
+    for name, (before, after) in memory.items():
+        print(f"{name}: Kamailio private KiB per process {before} -> {after} over the points")
 
 
 if __name__ == "__main__":

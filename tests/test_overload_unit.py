@@ -1,5 +1,7 @@
 """lib/overload's decisions on plain values: levels with hysteresis, what each level
 refuses, the /proc/net/udp reading, the status kept for the health endpoint."""
+import pytest
+
 from lib import overload
 
 M = overload.Marks(queue_calls=0.2, queue_all=0.3, queue_low=0.03, shm_calls=0.6, shm_all=0.7,
@@ -45,8 +47,8 @@ def test_retry_after_spreads_registers_only():
 
 def test_marks_from_the_environment():
     m = overload.marks({"UA_OVERLOAD_QUEUE_PERCENT": "20", "UA_OVERLOAD_SHM_PERCENT": "50"})
-    assert (m.queue_calls, m.queue_all, m.queue_low) == (0.2, 0.4, 0.025)
-    assert (m.shm_calls, m.shm_all, m.shm_low) == (0.5, 0.6, 0.4)
+    assert (m.queue_calls, m.queue_all, m.queue_low) == pytest.approx((0.2, 0.6, 0.025))
+    assert (m.shm_calls, m.shm_all, m.shm_low) == pytest.approx((0.5, 0.6, 0.4))
 
 
 PROC_NET_UDP = """\

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.support.fixtures import DESKPHONE_IP, provision_site
-from tests.support.proxy import ROOT, Proxy
+from tests.support.proxy import ROOT, TOKEN, Proxy
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
 from tests.test_unique_account import wait_until
@@ -122,6 +122,10 @@ class ContainerProxy(Proxy):
         run = podman("logs", self.name, check=False)
         return run.stdout[-3000:] + run.stderr[-3000:]
 
+    def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
+        if auth == ("bearer", TOKEN):
+            auth = ("bearer", self.token)
+        return super().api(method, path, body, auth, headers)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from tests.support.sipp import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOKEN = "test-admin-token"
-ADMIN = "admin"     # api()'s default credentials: this proxy's admin token
 # Kamailio's levels above WARNING ("ERROR: <core> ..."), and the API server's Python
 # logging ("ua-api: ERROR ua.api: ...").
 ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL|CRIT|ALERT|BUG|EMERG):|^ua-api: (?:ERROR|CRITICAL) ")
@@ -53,7 +52,6 @@ class Proxy:
             # credentials from 127.0.0.1 on purpose (tests/test_api_security.py sets it)
             "UA_API_AUTH_FAILURES": "0", **(env or {})}
         self.proc = None
-        self.token = TOKEN
         self.log_path = self.workdir / "proxy.log"
         Proxy.logs.add(self.log_path)
 
@@ -157,15 +155,14 @@ class Proxy:
             text = log.read().decode("utf-8", "replace")
         return [line for line in text.splitlines() if ERROR_LINE.search(line)]
 
-    def api(self, method, path, body=None, auth=ADMIN, headers=None):
+    def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
         """(status, parsed JSON or None, headers) of one API request."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(self.api_url + path, data=data, method=method)
-        if auth == ADMIN:
-            auth = ("bearer", self.token)
         if auth and auth[0] == "bearer":
             req.add_header("Authorization", f"Bearer {auth[1]}")
         elif auth:
+            import base64
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             req.add_header("Authorization", f"Basic {token}")
         if data is not None:

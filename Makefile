@@ -5,7 +5,7 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	.venv/bin/python -m lib.runner
+	.venv/bin/python -m lib.tools.runner
 
 test: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests

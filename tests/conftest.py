@@ -9,14 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lib import store  # noqa: E402
+from lib.store import clients  # noqa: E402
 from tests.support.proxy import Proxy  # noqa: E402
 from tests.support.redisproc import RedisProcess  # noqa: E402
 
 
 def reset_store_client():
-    """Forget lib.store's per-process client so the next call reads UA_REDIS_URL again."""
-    old, store._client = store._client, None
+    """Forget lib/store/clients' per-process client so the next call reads UA_REDIS_URL again."""
+    old, clients._client = clients._client, None
     if old is not None:
         try:
             old.close()
@@ -36,7 +36,7 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture
 def redis_url(redis_server, monkeypatch):
-    """URL of the (running, empty) test Redis; lib.store.client() points at it."""
+    """URL of the (running, empty) test Redis; lib/store/clients.client() points at it."""
     if not redis_server.running:        # a previous test stopped it and failed
         redis_server.start()
     with redis.Redis.from_url(redis_server.url) as c:

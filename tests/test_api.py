@@ -8,8 +8,11 @@ import msgpack
 import pytest
 import redis
 
-from lib import metrics, mds_health, provisioning, store
-from lib.provisioning import ha1
+from lib import metrics
+from lib.features import mds_health
+from lib.store import keyspace
+from lib.users import provisioning
+from lib.users.profiles import ha1
 from tests.support.apicall import ADMIN, DOMAIN, TOKEN, basic
 
 
@@ -30,7 +33,7 @@ def users(call):
 
 def add_contact(r, number, klass, expires_in=300):
     """A live binding in the registrar's format (ua:contacts:{N} field class|key)."""
-    r.hset(store.contacts_key(number), f"{klass}|sip:{klass}@192.0.2.1",
+    r.hset(keyspace.contacts_key(number), f"{klass}|sip:{klass}@192.0.2.1",
            msgpack.packb({"class": klass, "expires_at": time.time() + expires_in,
                           "uri": f"sip:{klass}@192.0.2.1", "params": ""}, use_bin_type=True))
 
@@ -80,7 +83,7 @@ def test_user_crud(call, r):
     assert call("GET", "/api/v1/users/1000", headers=ADMIN).status == 404
     assert call("DELETE", "/api/v1/users/1000", headers=ADMIN).status == 404
     assert call("GET", "/api/v1/users", headers=ADMIN).body == []
-    assert r.keys("*") == [store.PROVISIONING_VERSION_KEY.encode()]
+    assert r.keys("*") == [keyspace.PROVISIONING_VERSION_KEY.encode()]
 
 
 def test_password_and_ha1_never_returned(call, r):
@@ -90,7 +93,7 @@ def test_password_and_ha1_never_returned(call, r):
               call("GET", "/api/v1/users", headers=ADMIN).body]
     text = json.dumps(bodies)
     digest = ha1("1000", DOMAIN, "other")
-    assert r.hget(store.user_key("1000"), "ha1").decode() == digest
+    assert r.hget(keyspace.user_key("1000"), "ha1").decode() == digest
     for secret in ("secret", "other", digest, ha1("1000", DOMAIN, "secret"), "ha1",
                    "password"):
         assert secret not in text
@@ -146,12 +149,12 @@ def test_ua_membership_refused_per_feature(call, r, key, value, word):
                 alice(line_type="sip", memberships={key: value}), ADMIN)
     assert resp.status == 201 and resp.body["memberships"][key] == value
     before = call("GET", "/api/v1/users/1000", headers=ADMIN).body
-    ha1_before = r.hget(store.user_key("1000"), "ha1")
+    ha1_before = r.hget(keyspace.user_key("1000"), "ha1")
     resp = call("PUT", "/api/v1/users/1000",
                 alice(line_type="ua", password="new", memberships={key: value}), ADMIN)
     assert resp.status == 400 and word in resp.body["error"]
     assert call("GET", "/api/v1/users/1000", headers=ADMIN).body == before
-    assert r.hget(store.user_key("1000"), "ha1") == ha1_before
+    assert r.hget(keyspace.user_key("1000"), "ha1") == ha1_before
 
 
 def test_refused_put_changes_nothing(call, r):
@@ -336,15 +339,15 @@ def test_device_put_and_status(call, users, r):
     assert resp.status == 200
     assert resp.body == {"selected": "deskphone", "effective": "deskphone", "reason": "selected",
                          "registered": {"webrtc": True, "deskphone": True}}
-    assert r.hget(store.user_key("1000"), "device") == b"deskphone"
+    assert r.hget(keyspace.user_key("1000"), "device") == b"deskphone"
     assert call("GET", "/api/v1/users/1000/device", headers=ADMIN).body == resp.body
     # Only the webrtc device registered, deskphone selected: the other rings.
-    r.delete(store.contacts_key("1000"))
+    r.delete(keyspace.contacts_key("1000"))
     add_contact(r, "1000", "webrtc")
     resp = call("GET", "/api/v1/users/1000/device", headers=me)
     assert (resp.body["effective"], resp.body["reason"]) == ("webrtc", "selected_unavailable")
     # An expired binding does not count.
-    r.delete(store.contacts_key("1000"))
+    r.delete(keyspace.contacts_key("1000"))
     add_contact(r, "1000", "webrtc", expires_in=-1)
     resp = call("GET", "/api/v1/users/1000/device", headers=me)
     assert resp.body["registered"] == {"webrtc": False, "deskphone": False}
@@ -361,7 +364,7 @@ def test_device_put_and_status(call, users, r):
 def test_device_put_bad_value_400(call, users, r, body):
     resp = call("PUT", "/api/v1/users/1000/device", body, basic("1000", "secret"))
     assert resp.status == 400 and resp.body["error"]
-    assert r.hget(store.user_key("1000"), "device") is None
+    assert r.hget(keyspace.user_key("1000"), "device") is None
 
 
 def test_device_put_non_ua_409(call, users, r):
@@ -369,7 +372,7 @@ def test_device_put_non_ua_409(call, users, r):
                 basic("1001", "bobpw"))
     assert resp.status == 409 and "ua" in resp.body["error"]
     assert call("PUT", "/api/v1/users/1001/device", {"device": "webrtc"}, ADMIN).status == 409
-    assert r.hget(store.user_key("1001"), "device") is None
+    assert r.hget(keyspace.user_key("1001"), "device") is None
     # GET works for any line type: a sip line rings its deskphone.
     add_contact(r, "1001", "deskphone")
     resp = call("GET", "/api/v1/users/1001/device", headers=basic("1001", "bobpw"))
@@ -380,7 +383,7 @@ def test_device_put_non_ua_409(call, users, r):
 def test_line_type_switch_keeps_device(call, users, r):
     call("PUT", "/api/v1/users/1000/device", {"device": "deskphone"}, ADMIN)
     call("PUT", "/api/v1/users/1000", alice(line_type="sip"), ADMIN)
-    assert r.hget(store.user_key("1000"), "device") == b"deskphone"
+    assert r.hget(keyspace.user_key("1000"), "device") == b"deskphone"
     call("PUT", "/api/v1/users/1000", alice(line_type="ua"), ADMIN)
     assert call("GET", "/api/v1/users/1000/device", headers=ADMIN).body["selected"] == \
         "deskphone"
@@ -396,7 +399,7 @@ FORWARDS = {"unconditional": {"enabled": False, "destination": "+33123456789"},
 
 
 def stored_forwards(r, number):
-    raw = r.hget(store.user_key(number), "forwards")
+    raw = r.hget(keyspace.user_key(number), "forwards")
     return None if raw is None else msgpack.unpackb(raw, raw=False)
 
 
@@ -501,7 +504,7 @@ def test_forwards_auth(call, users, r):
         assert call(method, path, body, basic("1000", "secret")).status == 200
     assert stored_forwards(r, "1000") == {**NO_FORWARDS, "dnd": True}
     assert stored_forwards(r, "1001") is None
-    assert not r.exists(store.user_key("1002"))
+    assert not r.exists(keyspace.user_key("1002"))
     resp = call("DELETE", path, headers=ADMIN)
     assert resp.status == 405 and resp.headers["Allow"] == "GET, PUT, OPTIONS"
 
@@ -510,7 +513,7 @@ def test_forwards_deleted_with_user(call, users, r):
     call("PUT", "/api/v1/users/1000/forwards", FORWARDS, ADMIN)
     assert call("DELETE", "/api/v1/users/1000", headers=ADMIN).status == 204
     assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).status == 404
-    assert not r.exists(store.user_key("1000"))
+    assert not r.exists(keyspace.user_key("1000"))
     call("PUT", "/api/v1/users/1000", alice(), ADMIN)
     assert call("GET", "/api/v1/users/1000/forwards", headers=ADMIN).body == NO_FORWARDS
 

@@ -52,7 +52,11 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from jsonschema import Draft202012Validator
 
-from lib import callstate, config, csvio, provisioning, store
+from lib import config
+from lib.features import callstate
+from lib.store import clients, codec, keyspace
+from lib.users import forward_rules, profiles, validation
+from lib.users import csvio
 from lib.web import models
 from lib.web.app import ADMIN, ANY_USER, NONE, PREFIX, USER, create_app
 from lib.web.users import HISTORY_LIMIT_MAX
@@ -202,7 +206,7 @@ def check_auth(req, resp, op):
         assert status not in (401, 403)
 
 
-SECRETS = {provisioning.ha1(n, DOMAIN, pw) for n, pw in PASSWORDS.items()} | set(
+SECRETS = {profiles.ha1(n, DOMAIN, pw) for n, pw in PASSWORDS.items()} | set(
     PASSWORDS.values())
 
 
@@ -237,7 +241,7 @@ def basic(user, password):
 class World:
     def __init__(self, url, r):
         self.r = r
-        self.client = store.connect(url)
+        self.client = clients.connect(url)
         # The CSV import's own process connects by the configuration's URL.
         self.app = create_app(dataclasses.replace(CFG, redis_url=url), self.client)
         self.http = TestClient(self.recording, base_url="https://testserver",
@@ -291,19 +295,19 @@ class World:
             "noanswer": {"enabled": True, "destination": "1001"}})
         self._admin("PUT", p + "/users/1000/device", {"device": "deskphone"})
         now = time.time()
-        self.r.hset(store.contacts_key("1000"), "webrtc|sip:x@192.0.2.99",
+        self.r.hset(keyspace.contacts_key("1000"), "webrtc|sip:x@192.0.2.99",
                     msgpack.packb({"class": "webrtc", "expires_at": now + 86400,
                                    "uri": "sip:x@192.0.2.99", "params": ""}))
         entry = callstate.history_entry(
             "call-1@192.0.2.99", {"direction": "in", "device": "webrtc", "peer": "2000",
                                   "started_at": now - 100, "answered_at": now - 95}, now - 35)
-        self.r.lpush(store.history_key("1000"), store.pack(entry))
+        self.r.lpush(keyspace.history_key("1000"), codec.pack(entry))
 
     def _dump(self):
         # The provisioning version counts changes (lib/store): an import of the same
         # users changes it, not the state; failed authentications are counted per client
-        # on purpose (lib/authlimit), which is bookkeeping, not state a request changes.
-        keys = sorted(k for k in set(self.r.keys("*")) - {store.PROVISIONING_VERSION_KEY.encode()}
+        # on purpose (lib/web/authlimit), which is bookkeeping, not state a request changes.
+        keys = sorted(k for k in set(self.r.keys("*")) - {keyspace.PROVISIONING_VERSION_KEY.encode()}
                       if not k.startswith(b"ua:apiauth:"))
         pipe = self.r.pipeline(transaction=False)
         for k in keys:
@@ -543,7 +547,7 @@ DIDS = st.sampled_from([SEEDED_DID, "+33999", "1001", "1000", "1003", "2000", "+
 REALISTIC = {
     ("/api/v1/users/{number}", "PUT"): st.fixed_dictionaries(
         {"name": st.one_of(st.sampled_from(["Alice", "Bob", "", " x ", "é é"]), TEXT),
-         "line_type": st.sampled_from(list(provisioning.LINE_TYPES) + ["pstn"])},
+         "line_type": st.sampled_from(list(profiles.LINE_TYPES) + ["pstn"])},
         optional={
             "password": st.one_of(st.sampled_from(["secret", "new-pw", ""]), TEXT),
             "mds": st.sampled_from([None, "mds1", "mds2", "mds3", "bad name"]),
@@ -573,7 +577,7 @@ REALISTIC = {
             optional={"destination": st.sampled_from(
                 [None, "voicemail", "2000", "1000", "1001", SEEDED_DID, "+*#1", "abc",
                  "1" * 33, "Voicemail"])})
-           for rule in provisioning.FORWARD_RULES},
+           for rule in forward_rules.FORWARD_RULES},
         "dnd": st.sampled_from([True, False, None, "yes"])}),
 }
 
@@ -611,11 +615,11 @@ VALID = {
     ("/api/v1/users/{number}", "PUT"): st.fixed_dictionaries(
         {"name": st.sampled_from(["Dan", "Eve Smith", "Zoé", ""]),
          "password": st.sampled_from(["s3cret", "pa:ss wörd"]),
-         "line_type": st.sampled_from(provisioning.LINE_TYPES)},
+         "line_type": st.sampled_from(profiles.LINE_TYPES)},
         optional={"mds": st.sampled_from([None, "mds1", "mds2"]),
                   "dids": st.lists(st.sampled_from(["+3310", "+3311", "2000"]),
                                    max_size=2, unique=True),
-                  "ring_seconds": st.integers(1, provisioning.MAX_RING_SECONDS),
+                  "ring_seconds": st.integers(1, validation.MAX_RING_SECONDS),
                   "memberships": st.just({"groups": [], "agent": None})}),
     ("/api/v1/mds/{name}", "PUT"): st.fixed_dictionaries(
         {"uri": st.sampled_from(["sip:192.0.2.30:5060", "sip:mds3.example",
@@ -623,12 +627,12 @@ VALID = {
         optional={"addresses": st.lists(st.sampled_from(["192.0.2.30", "2001:db8::3"]),
                                         max_size=2, unique=True)}),
     ("/api/v1/users/{number}/device", "PUT"): st.fixed_dictionaries(
-        {"device": st.sampled_from(provisioning.DEVICES)}),
+        {"device": st.sampled_from(profiles.DEVICES)}),
     ("/api/v1/users/{number}/forwards", "PUT"): st.fixed_dictionaries({}, optional={
         **{rule: st.fixed_dictionaries(
             {"enabled": st.booleans(),
              "destination": st.sampled_from(["voicemail", "2000", "+*#1"])})
-           for rule in provisioning.FORWARD_RULES},
+           for rule in forward_rules.FORWARD_RULES},
         "dnd": st.booleans()}),
 }
 
@@ -678,8 +682,8 @@ CSV_VALUES = {
     "lastname": st.sampled_from(["Smith", "", "O'Neil", "a,b", 'x"y']),
     "line_type": st.sampled_from(["ua", "sip", "webrtc", "pstn", "", " ua "]),
     "sip_secret": st.one_of(st.sampled_from(["", "s3cret", " pad "]), TEXT),
-    "ha1": st.sampled_from(["", provisioning.ha1("1003", DOMAIN, "s3cret"),
-                            provisioning.ha1("1004", DOMAIN, "x"), "0" * 32, "A" * 32,
+    "ha1": st.sampled_from(["", profiles.ha1("1003", DOMAIN, "s3cret"),
+                            profiles.ha1("1004", DOMAIN, "x"), "0" * 32, "A" * 32,
                             "xyz"]),
     "mds": st.sampled_from(["", "mds1", "mds2", "nope", "bad name"]),
     "dids": st.sampled_from(["", SEEDED_DID, "+3399;+3398", "+3399;+3399", "1001",
@@ -793,7 +797,7 @@ CSV_GOOD_VALUES = {
     "exten": st.sampled_from(["1001", "1003", "1004"]),
     "firstname": st.sampled_from(["Dan", "Zoé", ""]),
     "lastname": st.sampled_from(["Smith", ""]),
-    "line_type": st.sampled_from(provisioning.LINE_TYPES),
+    "line_type": st.sampled_from(profiles.LINE_TYPES),
     "sip_secret": st.sampled_from(["s3cret", "pw"]),
     "mds": st.sampled_from(["", "mds1", "mds2"]),
     "dids": st.sampled_from(["", "+3320", "+3321;+3322"]),
@@ -1066,7 +1070,7 @@ def test_every_documented_status_is_reachable(world):
         for status, req in cases:
             world.reset()
             if status == 429:
-                world.r.set(store.api_block_key("testclient"), 1, ex=60)
+                world.r.set(keyspace.api_block_key("testclient"), 1, ex=60)
             before = world.snapshot()
             resp = world.handle(req)
             assert resp.status == status, (method, req.url, req.body[:80], resp.body)
@@ -1083,7 +1087,7 @@ def test_store_down_503(metrics_dir, monkeypatch):
     metrics are still served."""
     monkeypatch.setenv("UA_REDIS_URL", "redis://127.0.0.1:1/0")    # lib.metrics' client
     reset_store_client()
-    down = store.connect("redis://127.0.0.1:1/0")
+    down = clients.connect("redis://127.0.0.1:1/0")
     http = client(dataclasses.replace(CFG, redis_url="redis://127.0.0.1:1/0"), down)
     for path, method in OPERATIONS:
         op = _op(path, method)
@@ -1121,7 +1125,7 @@ ROUND_TRIP_USERS = st.lists(st.tuples(
             "mds": st.sampled_from([None, "mds1", "mds2"]),
             "dids": st.lists(st.sampled_from(["+3340", "3341", "+3342"]), max_size=2,
                              unique=True),
-            "ring_seconds": st.integers(1, provisioning.MAX_RING_SECONDS),
+            "ring_seconds": st.integers(1, validation.MAX_RING_SECONDS),
             "memberships": st.fixed_dictionaries({}, optional={
                 "groups": st.lists(st.one_of(CSV_SAFE_TEXT.filter(bool),
                                              st.sampled_from(["g,1", "a;b", " g"])),
@@ -1155,7 +1159,7 @@ def test_export_import_round_trip(world):
             {"authorization": ADMIN_AUTH, "content-type": "text/csv; charset=utf-8"},
             resp.body.encode("utf-8")))
         assert imported.status == 200, imported.body
-        count = len(world.r.smembers(store.USERS_KEY))
+        count = len(world.r.smembers(keyspace.USERS_KEY))
         assert imported.body == {"created": 0, "updated": count}
         event(f"round trip of {count} users")
         assert world.snapshot() == before, "importing the export changed the state"

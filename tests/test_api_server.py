@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.request
 
-from lib import csvio, store
+from lib.store import keyspace
+from lib.users import csvio
 from tests.support.proxy import TOKEN
 from tests.test_unique_account import browser, wait_until
 
@@ -76,7 +77,7 @@ def test_a_40_mib_body_gets_413_with_a_json_error(proxy, r):
     chunks = (body[i:i + 1 << 20] for i in range(0, len(body), 1 << 20))
     status, raw, ctype = _send(proxy, chunks, {})
     assert (status, ctype) == (413, "application/json") and b'"error"' in raw
-    assert not r.exists(store.user_key("1000"))
+    assert not r.exists(keyspace.user_key("1000"))
     assert proxy.api("GET", "/api/v1/health", auth=None)[0] == 200
 
 
@@ -117,17 +118,17 @@ def test_100000_users_in_one_request_all_or_nothing(proxy, r):
         reader.join()
     assert status == 200, body[:500]
     assert body == b'{"created":100000,"updated":0}'
-    assert r.scard(store.USERS_KEY) == USERS + 1
+    assert r.scard(keyspace.USERS_KEY) == USERS + 1
     assert slowest[0] < 1.0
 
     # A refused file of the same size stores nothing: one bad line at its end.
-    snapshot = {k: r.dump(k) for k in (store.user_key("100000"), store.user_key("199999"))}
+    snapshot = {k: r.dump(k) for k in (keyspace.user_key("100000"), keyspace.user_key("199999"))}
     bad = users_csv(USERS, name="Renamed") + b"12x,A,B,sip,pw\r\n"
     status, body = _import(proxy, bad)
     assert status == 400
     assert body.endswith(b'"lines":[{"line":100002,"error":"exten must be 1 to 20 digits"}]}')
     assert {k: r.dump(k) for k in snapshot} == snapshot
-    assert r.scard(store.USERS_KEY) == USERS + 1
+    assert r.scard(keyspace.USERS_KEY) == USERS + 1
 
     # The export streams (chunked, no Content-Length) every user.
     req = urllib.request.Request(proxy.api_url + "/api/v1/users/export",

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lib import store
+from lib.store import keyspace
 from tests.support.bad_sip_corpus import CORPUS, ws_subset
 from tests.support.fixtures import DESKPHONE_IP
 from tests.support.sipua import WsPhone
@@ -240,7 +240,7 @@ CONTACT_SOURCE_IP = "127.0.0.41"
 
 
 def bindings(r, number="1000"):
-    return r.hgetall(store.contacts_key(number))
+    return r.hgetall(keyspace.contacts_key(number))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lib import media
+from lib.decisions import media
 from tests.support.browser import Softphone
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port

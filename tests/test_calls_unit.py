@@ -3,11 +3,12 @@ then the pure decision."""
 import time
 
 import pytest
-import redis
 
-from lib import calls, registrar, routing, store
-from lib.provisioning import Provisioning
-from lib.registrar import RegisterRequest
+from lib.decisions import routing
+from lib.features import calls, registrar
+from lib.features.registrar import RegisterRequest
+from lib.store import clients, wire
+from lib.users.provisioning import Provisioning
 from tests.support.apicall import ADMIN
 
 DOMAIN = "127.0.0.1"
@@ -73,8 +74,8 @@ def test_contacts_of_dead_local_connections_are_not_reachable():
 def trips(monkeypatch):
     """The round trips of the call context (lib/store's tracking link), by command names."""
     seen = []
-    exchange = store._tracked_exchange
-    monkeypatch.setattr(store, "_tracked_exchange", lambda *commands: (
+    exchange = wire._tracked_exchange
+    monkeypatch.setattr(wire, "_tracked_exchange", lambda *commands: (
         commands and seen.append([c[0] for c in commands])) or exchange(*commands))
     return seen
 
@@ -139,11 +140,11 @@ def test_no_cache_when_it_is_off(prov, monkeypatch):
     load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
     assert load().callee_selected is None
     round_trips = []
-    run = store.run
-    monkeypatch.setattr(store, "run", lambda *commands: round_trips.append(
+    run = wire.run
+    monkeypatch.setattr(wire, "run", lambda *commands: round_trips.append(
         [c[0] for c in commands]) or run(*commands))
     prov.set_device("1000", "webrtc")
-    monkeypatch.setattr(store, "_tracked_exchange", lambda *commands: round_trips.append(
+    monkeypatch.setattr(wire, "_tracked_exchange", lambda *commands: round_trips.append(
         ["tracking connection used"]))
     assert load().callee_selected == "webrtc" and round_trips == [["EVALSHA"]]
 
@@ -153,10 +154,10 @@ def test_cache_forgets_everything_when_its_connection_is_lost(prov, redis_server
     load()
     round_trips = trips(monkeypatch)
     redis_server.stop()
-    with pytest.raises(store.StoreUnavailable):
+    with pytest.raises(clients.StoreUnavailable):
         load()                                   # nothing answered from a stale cache
     redis_server.start()
-    store._held_off_until = 0.0
+    wire._held_off_until = 0.0
     prov.set_device("1000", "deskphone")         # written while nobody tracked it
     assert load().callee_selected == "deskphone" and round_trips[-1][0] == "CLIENT"
 
@@ -165,11 +166,11 @@ def test_cache_holds_a_bounded_number_of_contexts(prov, monkeypatch):
     monkeypatch.setenv("UA_CONTEXT_CACHE", "3")
     for n in ("1000", "2000", "4242", "5000"):
         calls.load_context("127.0.0.10", "", n, time.time(), NODE)
-    cached = [entry[2][2] for entry in store._cache.values]
+    cached = [entry[2][2] for entry in wire._cache.values]
     assert cached == ["2000", "4242", "5000"]                        # the oldest left
     prov.set_device("2000", "webrtc")
     calls.load_context("127.0.0.10", "", "4242", time.time(), NODE)  # reads what Redis said
-    assert [entry[2][2] for entry in store._cache.values] == ["4242", "5000"]
+    assert [entry[2][2] for entry in wire._cache.values] == ["4242", "5000"]
     # the index of keys holds only what is cached
-    assert {entry for entries in store._cache.by_key.values() for entry in entries} \
-        == set(store._cache.values)
+    assert {entry for entries in wire._cache.by_key.values() for entry in entries} \
+        == set(wire._cache.values)

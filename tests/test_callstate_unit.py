@@ -1,14 +1,15 @@
-"""lib/callstate's call-event writes against a real Redis: waited for when a user of the
-call has BLF watchers, posted (lib/store.post) when nobody watches, and a watcher that
+"""lib/features/callstate's call-event writes against a real Redis: waited for when a user of the
+call has BLF watchers, posted (lib/store/wire.post) when nobody watches, and a watcher that
 subscribed while a posted write was on its way served by the BLF timer (blf.late)."""
 import time
 
 import pytest
 import redis
 
-from lib import blf, callstate, store
-from lib.dialoginfo import parse_dialog_states
-from lib.provisioning import Provisioning
+from lib.decisions.dialoginfo import parse_dialog_states
+from lib.features import blf, callstate
+from lib.store import keyspace, wire
+from lib.users.provisioning import Provisioning
 from tests.conftest import reset_store_client
 
 NOW = time.time()
@@ -63,8 +64,8 @@ def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, 
     assert placed(call_id="c0") == []           # "nobody watches" is in the cache now
     waited = []
     for name in ("run", "evalsha"):             # the ways of a write that waits for Redis
-        waits = getattr(store, name)
-        monkeypatch.setattr(store, name, lambda *a, waits=waits, **kw: (
+        waits = getattr(wire, name)
+        monkeypatch.setattr(wire, name, lambda *a, waits=waits, **kw: (
             waited.append(a[0]), waits(*a, **kw))[1])
     assert placed() == []
     assert callstate.answer({"2000": callstate.new_call("out", "deskphone", "3000", NOW)},
@@ -72,15 +73,15 @@ def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, 
     assert callstate.finish(["2000"], "c1", NOW + 5) == []
     assert waited == []
     monkeypatch.undo()
-    assert store.run(("LLEN", store.history_key("2000"))) == [1]
-    assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
+    assert wire.run(("LLEN", keyspace.history_key("2000"))) == [1]
+    assert wire.run(("LLEN", keyspace.BLF_LATE_KEY)) == [0]
 
 
 def test_a_watched_user_is_written_waiting_and_told_at_once(redis_url, carol):
     watch()
     assert placed() == ["2000"]
     assert callstate.finish(["2000"], "c1", NOW + 5) == ["2000"]
-    assert store.run(("LLEN", callstate.LATE_KEY)) == [0]
+    assert wire.run(("LLEN", keyspace.BLF_LATE_KEY)) == [0]
 
 
 def test_a_subscription_reaches_the_next_call_event_of_the_same_process(redis_url, carol):
@@ -94,7 +95,7 @@ def test_a_watcher_the_cache_had_not_seen_is_notified_by_the_blf_timer(redis_url
     assert parse_dialog_states(watch().body) == []      # nothing going on
     # the race: the watcher subscribed between this process's look at its cache and the
     # write reaching Redis
-    monkeypatch.setattr(store, "cached_script", lambda *args, **kw: (0,))
+    monkeypatch.setattr(wire, "cached_script", lambda *args, **kw: (0,))
     assert placed() == []
     late = blf.late(NOW)
     assert [m.ruri for m in late] == ["sip:1001@127.0.0.30"]
@@ -106,10 +107,10 @@ def test_each_call_event_finds_a_watcher_the_cache_had_not_seen(redis_url, carol
     """The race above at every event of a call: the start's commands, and the answer and
     end scripts, each put the user on the BLF timer's list."""
     watch()
-    monkeypatch.setattr(store, "cached_script", lambda *args, **kw: (0,))
+    monkeypatch.setattr(wire, "cached_script", lambda *args, **kw: (0,))
 
     def served():
-        found = store.run(("LRANGE", callstate.LATE_KEY, 0, -1))[0]
+        found = wire.run(("LRANGE", keyspace.BLF_LATE_KEY, 0, -1))[0]
         blf.late(NOW)
         return found
     party = callstate.Participants(callee="2000")

@@ -1,12 +1,13 @@
-"""CSV import and export of users (lib/csvio, contract section 9) against a real Redis."""
+"""CSV import and export of users (lib/users/csvio, contract section 9) against a real Redis."""
 import csv
 import io
-import json
 
 import pytest
 
-from lib import csvio, provisioning, store
-from lib.provisioning import ha1
+from lib.store import keyspace
+from lib.users import profiles
+from lib.users import csvio
+from lib.users.profiles import ha1
 from tests.support.apicall import ADMIN, DOMAIN, basic
 
 IMPORT = "/api/v1/users/import"
@@ -52,7 +53,7 @@ def row(exten, **over):
 def snapshot(r):
     """Every key with its type and full content: byte-for-byte state comparison."""
     out = {}
-    for key in sorted(set(r.keys("*")) - {store.PROVISIONING_VERSION_KEY.encode()}):
+    for key in sorted(set(r.keys("*")) - {keyspace.PROVISIONING_VERSION_KEY.encode()}):
         kind = r.type(key).decode()
         if kind == "string":
             value = r.get(key)
@@ -91,7 +92,7 @@ def test_create_then_update(call, imp, r, mds):
     alice = call("GET", "/api/v1/users/1000", headers=ADMIN).body
     assert alice == {"number": "1000", "name": "Alice Martin", "line_type": "ua",
                      "mds": "mds1", "dids": ["+33123456789", "+33123456790"],
-                     "ring_seconds": 25, "memberships": provisioning.default_memberships()}
+                     "ring_seconds": 25, "memberships": profiles.default_memberships()}
     bob = call("GET", "/api/v1/users/1001", headers=ADMIN).body
     assert bob["name"] == "Bob" and bob["ring_seconds"] == 30 and bob["mds"] is None
     assert bob["memberships"] == {"groups": ["sales", "support"], "queues": ["q1"],
@@ -131,7 +132,7 @@ def test_optional_columns_take_defaults_and_order_is_free(call, imp):
     assert (resp.status, resp.body) == (200, {"created": 1, "updated": 0})
     assert call("GET", "/api/v1/users/2000", headers=ADMIN).body == {
         "number": "2000", "name": "", "line_type": "ua", "mds": None, "dids": [],
-        "ring_seconds": 30, "memberships": provisioning.default_memberships()}
+        "ring_seconds": 30, "memberships": profiles.default_memberships()}
     # Header only: nothing to do. Blank lines are skipped; LF line ends are fine.
     assert imp("exten,line_type\n").body == {"created": 0, "updated": 0}
     resp = imp("exten,line_type,sip_secret\n\n2001,sip,x\n,,\n")

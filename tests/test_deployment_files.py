@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lib import config, healthcheck
+from lib import config
+from lib.tools import healthcheck
 from tests.support.fixtures import provision_site
 from tests.support.proxy import Proxy
 
@@ -246,7 +247,7 @@ def test_dockerfile_builds_from_paths_that_exist():
     assert {"kamailio", "rtpengine-daemon", "python3-venv"} <= packages <= setup_packages()
 
     entrypoint = json.loads(next(args for op, args in instructions if op == "ENTRYPOINT"))
-    assert entrypoint[-2:] == ["-m", "lib.runner"] and (ROOT / "lib" / "runner.py").is_file()
+    assert entrypoint[-2:] == ["-m", "lib.tools.runner"] and (ROOT / "lib" / "runner.py").is_file()
 
 
 def test_published_ports_and_health_checks_follow_the_api_server():
@@ -259,12 +260,12 @@ def test_published_ports_and_health_checks_follow_the_api_server():
     exposed = set(" ".join(args for op, args in instructions if op == "EXPOSE").split())
     assert {f"{port}/tcp" for port in tcp} <= exposed
     health = " ".join(args for op, args in instructions if op == "HEALTHCHECK")
-    assert "-m lib.healthcheck" in health.replace('", "', " ")
+    assert "-m lib.tools.healthcheck" in health.replace('", "', " ")
     service = compose()["services"]["ua-proxy"]
     published = {p.split(":")[1] for p in service["ports"]}
     assert {f"{port}/tcp" for port in tcp} <= published
-    assert service["healthcheck"]["test"][-2:] == ["-m", "lib.healthcheck"]
-    # lib.healthcheck asks the API server, on the container's wildcard through loopback.
+    assert service["healthcheck"]["test"][-2:] == ["-m", "lib.tools.healthcheck"]
+    # lib.tools.healthcheck asks the API server, on the container's wildcard through loopback.
     assert healthcheck.url(config.load({"UA_LISTEN": "0.0.0.0"})) == \
         f"http://127.0.0.1:{cfg.api_port}/api/v1/health"
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from lib import registrar
+from lib.features import registrar
 from tests.support.baresip import Baresip
 from tests.support.fixtures import MDS_IP
 from tests.support.sipua import WsPhone

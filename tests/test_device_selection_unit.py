@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from lib import routing
-from lib.routing import DESKPHONE, WEBRTC
+from lib.decisions import routing
+from lib.decisions.routing import DESKPHONE, WEBRTC
 
 
 def expected(line_type, selected, webrtc, deskphone):

@@ -3,7 +3,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from lib.dialoginfo import CONTENT_TYPE, NAMESPACE, dialog_info_xml, parse_dialog_states
+from lib.decisions.dialoginfo import CONTENT_TYPE, NAMESPACE, dialog_info_xml, parse_dialog_states
 
 NS = "{urn:ietf:params:xml:ns:dialog-info}"
 ENTITY = "sip:1000@example.org"

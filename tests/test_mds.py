@@ -6,8 +6,11 @@ import time
 
 import pytest
 
-from lib import calls, config, mds_health, routing
-from lib.provisioning import Provisioning
+from lib import config
+from lib.decisions import routing
+from lib.features import calls, mds_health
+from lib.store import keyspace
+from lib.users.provisioning import Provisioning
 from tests.support.fixtures import DESKPHONE_IP, Site
 from tests.support.proxy import Proxy
 from tests.support.sipp import Sipp, free_port
@@ -68,7 +71,7 @@ def test_down_mds_is_read_with_the_call_context(r):
 
 
 def test_health_is_written_only_when_redis_holds_something_else(r, redis_url, monkeypatch):
-    """Every write empties the cached call contexts that read it (lib/store.cached_script):
+    """Every write empties the cached call contexts that read it (lib/store/wire.cached_script):
     an unchanged round writes nothing; a record lost (a failover) is written again."""
     port = free_port("127.0.0.1")      # nobody listens: every probe is refused, a miss
     Provisioning(r, "127.0.0.1").put_mds("mds1", {"uri": f"sip:127.0.0.1:{port}",
@@ -82,7 +85,7 @@ def test_health_is_written_only_when_redis_holds_something_else(r, redis_url, mo
     now = time.time()
     assert prober.tick(now) == {"mds1": False} and len(writes) == 1
     assert prober.tick(now + 1) == {"mds1": False} and len(writes) == 1
-    r.delete(mds_health.key("n1"))
+    r.delete(keyspace.mds_health_key("n1"))
     assert prober.tick(now + 2) == {"mds1": False} and len(writes) == 2
     assert mds_health.load(r, "n1")["mds1"]["up"] is False
 

@@ -1,7 +1,7 @@
-"""lib/media: which profile each side gets, and the ng protocol's bencoding."""
+"""lib/decisions/media: which profile each side gets, and the ng protocol's bencoding."""
 import pytest
 
-from lib import media
+from lib.decisions import media
 
 
 def test_offers_follow_the_receiving_side_not_the_caller():

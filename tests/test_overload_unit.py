@@ -1,8 +1,9 @@
-"""lib/overload's decisions on plain values: levels with hysteresis, what each level
+"""lib/features/overload's decisions on plain values: levels with hysteresis, what each level
 refuses, the /proc/net/udp reading, the status kept for the health endpoint."""
 import pytest
 
-from lib import overload
+from lib import config
+from lib.features import overload
 
 M = overload.Marks(queue_calls=0.2, queue_all=0.3, queue_low=0.03, shm_calls=0.6, shm_all=0.7,
                    shm_low=0.5)
@@ -46,7 +47,7 @@ def test_retry_after_spreads_registers_only():
 
 
 def test_marks_from_the_environment():
-    m = overload.marks({"UA_OVERLOAD_QUEUE_PERCENT": "20", "UA_OVERLOAD_SHM_PERCENT": "50"})
+    m = overload.marks(20, 50)
     assert (m.queue_calls, m.queue_all, m.queue_low) == pytest.approx((0.2, 0.6, 0.025))
     assert (m.shm_calls, m.shm_all, m.shm_low) == pytest.approx((0.5, 0.6, 0.4))
 
@@ -68,7 +69,7 @@ def test_queue_of_the_listener_only():
 
 
 def test_status_file_held_after_the_shedding_stops(tmp_path, monkeypatch):
-    monitor = overload.Monitor("127.0.0.1", 5060, tmp_path, M)
+    monitor = overload.Monitor(config.load({"UA_RUN_DIR": str(tmp_path)}), M)
     monkeypatch.setattr(monitor, "queue", lambda: 0.0)
     assert overload.status(tmp_path) is None
     level, reason, line = monitor.tick(0.65, now=100.0)
@@ -81,7 +82,7 @@ def test_status_file_held_after_the_shedding_stops(tmp_path, monkeypatch):
 
 
 def test_entering_again_is_logged_at_most_every_few_seconds(tmp_path, monkeypatch):
-    monitor = overload.Monitor("127.0.0.1", 5060, None, M)
+    monitor = overload.Monitor(config.load({}), M)
     monkeypatch.setattr(monitor, "queue", lambda: 0)
     assert monitor.tick(0.65, now=0.0)[2] is not None
     assert monitor.tick(0.1, now=0.02)[0] == overload.NORMAL

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from lib.dialoginfo import parse_dialog_states
+from lib.decisions.dialoginfo import parse_dialog_states
 from tests.support.fixtures import DESKPHONE_IP
 from tests.test_forwarding import forwards
 from tests.test_unique_account import browser, deskphone, wait_until

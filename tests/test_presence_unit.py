@@ -2,8 +2,8 @@
 the BLF NOTIFY they produce."""
 import pytest
 
-from lib import blf, callstate
-from lib.dialoginfo import parse_dialog_states
+from lib.decisions.dialoginfo import parse_dialog_states
+from lib.features import blf, callstate
 
 NOW = 1_800_000_000.0
 BOTH = {"webrtc": True, "deskphone": True}
@@ -72,7 +72,7 @@ def test_granted_expires(requested, granted, monkeypatch):
 
 
 def plan(decision, callee=None, retargets=()):
-    from lib.calls import CallContext, Plan
+    from lib.features.calls import CallContext, Plan
     ctx = CallContext(None, None, None, None, callee, None) if callee else None
     return Plan(decision, ctx, retargets=list(retargets))
 
@@ -81,7 +81,7 @@ ALICE = {"number": "1000", "ring_seconds": 30}
 
 
 def test_participants_of_a_call_between_two_local_users():
-    from lib.routing import Ring
+    from lib.decisions.routing import Ring
     party = callstate.participants(plan(Ring("webrtc", "selected"), ALICE), "2000", "deskphone",
                                    "1000", "2000", NOW)
     assert {n: (c["direction"], c["device"], c["state"]) for n, c in party.calls.items()} == {
@@ -90,8 +90,8 @@ def test_participants_of_a_call_between_two_local_users():
 
 
 def test_participants_of_forwarded_and_refused_calls():
-    from lib.forwarding import Retarget
-    from lib.routing import Reject
+    from lib.decisions.forwarding import Retarget
+    from lib.decisions.routing import Reject
     forwarded = callstate.participants(
         plan(Reject(482, "Loop Detected"), ALICE, [Retarget("1000", "unconditional", "1001")]),
         None, None, "1000", "mds", NOW)

@@ -1,17 +1,17 @@
-"""lib.provisioning against a real Redis: validation, atomicity, DID and address uniqueness."""
+"""lib.users.provisioning against a real Redis: validation, atomicity, DID and address uniqueness."""
 import threading
 
 import msgpack
 import pytest
 
-from lib import store
-from lib.provisioning import (DEFAULT_FORWARDS, BatchError, Conflict, Invalid, NotFound,
-                              Provisioning, default_memberships, ha1, normalize_forwards,
-                              parse_sip_uri, profile_of, validate_forwards, validate_mds,
-                              validate_user)
+from lib.store import codec, keyspace
+from lib.users.forward_rules import DEFAULT_FORWARDS, normalize_forwards, validate_forwards
+from lib.users.profiles import default_memberships, ha1, profile_of
+from lib.users.provisioning import Provisioning
+from lib.users.validation import BatchError, Conflict, Invalid, NotFound, parse_sip_uri, validate_mds, validate_user
 
 # Counts provisioning changes (lib/store): a store emptied of users and MDS keeps it.
-VERSION = store.PROVISIONING_VERSION_KEY.encode()
+VERSION = keyspace.PROVISIONING_VERSION_KEY.encode()
 
 DOMAIN = "ua.test"
 
@@ -175,12 +175,12 @@ def test_mds_validation():
 # --- users in Redis ----------------------------------------------------------------------
 
 def test_a_profile_is_stored_without_its_defaults_and_read_back_whole(prov, r):
-    stored = lambda: msgpack.unpackb(r.hget(store.user_key("1000"), "profile"))  # noqa: E731
+    stored = lambda: msgpack.unpackb(r.hget(keyspace.user_key("1000"), "profile"))  # noqa: E731
     _, profile = prov.put_user("1000", user())
     assert stored() == {"number": "1000", "name": "Alice", "line_type": "ua"}
     assert prov.get_user("1000") == profile
     assert profile["memberships"] == default_memberships() and profile["ring_seconds"] == 30
-    r.hset(store.user_key("1000"), "profile", msgpack.packb(profile))   # as stored before
+    r.hset(keyspace.user_key("1000"), "profile", msgpack.packb(profile))   # as stored before
     assert prov.get_user("1000") == profile
     _, profile = prov.put_user("1000", user(line_type="sip", ring_seconds=20,
                                             memberships={"groups": ["sales"]}))
@@ -192,7 +192,7 @@ def test_a_profile_is_stored_without_its_defaults_and_read_back_whole(prov, r):
 def test_create_stores_profile_ha1_and_indexes(prov, r):
     created, profile = prov.put_user("1000", user(dids=["+33123456789"]))
     assert created
-    h = r.hgetall(store.user_key("1000"))
+    h = r.hgetall(keyspace.user_key("1000"))
     assert set(h) == {b"profile", b"ha1"}
     assert profile_of(h[b"profile"]) == profile
     assert "password" not in profile
@@ -209,10 +209,10 @@ def test_update_keeps_ha1_without_password_and_keeps_device(prov, r):
     del body["password"]
     created, profile = prov.put_user("1000", body)
     assert not created and profile["name"] == "Alice B"
-    assert r.hget(store.user_key("1000"), "ha1").decode() == ha1("1000", DOMAIN, "secret")
-    assert r.hget(store.user_key("1000"), "device") == b"deskphone"
+    assert r.hget(keyspace.user_key("1000"), "ha1").decode() == ha1("1000", DOMAIN, "secret")
+    assert r.hget(keyspace.user_key("1000"), "device") == b"deskphone"
     prov.put_user("1000", user(password="new"))
-    assert r.hget(store.user_key("1000"), "ha1").decode() == ha1("1000", DOMAIN, "new")
+    assert r.hget(keyspace.user_key("1000"), "ha1").decode() == ha1("1000", DOMAIN, "new")
 
 
 def test_update_replaces_dids(prov, r):
@@ -273,7 +273,7 @@ def test_delete_user_removes_every_key(prov, r):
     prov.put_user("1000", user(dids=["+331", "+332"]))
     prov.put_user("1001", user(dids=["+333"]))
     prov.set_device("1000", "deskphone")
-    r.hset(store.contacts_key("1000"), "webrtc|x", b"c")
+    r.hset(keyspace.contacts_key("1000"), "webrtc|x", b"c")
     prov.delete_user("1000")
     assert sorted(r.keys("*")) == [b"ua:did:+333", VERSION, b"ua:user:{1001}", b"ua:users"]
     assert r.smembers("ua:users") == {b"1001"}
@@ -307,10 +307,10 @@ def test_device_selection(prov, r):
     prov.put_user("1001", user(line_type="sip"))
     with pytest.raises(Conflict):
         prov.set_device("1001", "deskphone")
-    assert r.hget(store.user_key("1001"), "device") is None
+    assert r.hget(keyspace.user_key("1001"), "device") is None
     with pytest.raises(NotFound):
         prov.set_device("1002", "deskphone")
-    assert not r.exists(store.user_key("1002"))
+    assert not r.exists(keyspace.user_key("1002"))
 
 
 # --- batches (CSV import) ----------------------------------------------------------------
@@ -371,7 +371,7 @@ def test_concurrent_claims_of_one_did(prov, r, redis_url):
         t.join()
     assert sorted(results) == ["conflict"] * 7 + ["ok"]
     owner = r.get("ua:did:+3399").decode()
-    assert profile_of(r.hget(store.user_key(owner), "profile"))["dids"] == ["+3399"]
+    assert profile_of(r.hget(keyspace.user_key(owner), "profile"))["dids"] == ["+3399"]
     assert r.scard("ua:users") == 1
 
 
@@ -438,13 +438,13 @@ def test_normalize_forwards_reads_stored_bytes_and_dicts():
     full = {"unconditional": {"enabled": False, "destination": "2000"},
             "busy": {"enabled": True, "destination": "voicemail"},
             "noanswer": {"enabled": True, "destination": "+33123456789"}, "dnd": True}
-    assert normalize_forwards(store.pack(full)) == full
+    assert normalize_forwards(codec.pack(full)) == full
     assert normalize_forwards(full) == full
-    assert normalize_forwards(bytearray(store.pack(full))) == full
+    assert normalize_forwards(bytearray(codec.pack(full))) == full
     # Partial or malformed values fall back to the defaults, never raise.
     assert normalize_forwards({"busy": {"enabled": True, "destination": "2000"}}) == \
         {**DEFAULT_FORWARDS, "busy": {"enabled": True, "destination": "2000"}}
-    for junk in (b"\xc1", b"", store.pack([1, 2]), store.pack("x"), 42, [], "forwards",
+    for junk in (b"\xc1", b"", codec.pack([1, 2]), codec.pack("x"), 42, [], "forwards",
                  {"busy": None, "dnd": "yes"}, {"busy": {"enabled": "yes"}}):
         assert normalize_forwards(junk) == DEFAULT_FORWARDS, junk
     # An enabled rule always has a valid destination.
@@ -505,16 +505,16 @@ def test_validate_forwards_refuses(body, word):
 def test_forwards_store_and_replace(prov, r):
     prov.put_user("1000", user())
     assert prov.get_forwards("1000") == DEFAULT_FORWARDS
-    assert r.hget(store.user_key("1000"), "forwards") is None
+    assert r.hget(keyspace.user_key("1000"), "forwards") is None
     rules = {"unconditional": OFF, "busy": {"enabled": True, "destination": "voicemail"},
              "noanswer": {"enabled": True, "destination": "2000"}, "dnd": True}
     assert prov.set_forwards("1000", rules) == rules
-    assert msgpack.unpackb(r.hget(store.user_key("1000"), "forwards"), raw=False) == rules
+    assert msgpack.unpackb(r.hget(keyspace.user_key("1000"), "forwards"), raw=False) == rules
     assert prov.get_forwards("1000") == rules
     # PUT replaces: what is left out goes back to its default.
     got = prov.set_forwards("1000", {"noanswer": {"enabled": False, "destination": "2000"}})
     assert got == {**DEFAULT_FORWARDS, "noanswer": {"enabled": False, "destination": "2000"}}
-    assert msgpack.unpackb(r.hget(store.user_key("1000"), "forwards"), raw=False) == got
+    assert msgpack.unpackb(r.hget(keyspace.user_key("1000"), "forwards"), raw=False) == got
     # A refused write changes nothing.
     before = snapshot(r)
     for body in ({"busy": {"enabled": True}}, {"dnd": "x"}, {"busy": {"enabled": True,
@@ -529,10 +529,10 @@ def test_forwards_any_line_type_and_kept_by_user_updates(prov, r):
     for number, line_type in (("1000", "ua"), ("1001", "sip"), ("1002", "webrtc")):
         prov.put_user(number, user(line_type=line_type))
         assert prov.set_forwards(number, rules)["busy"]["enabled"] is True
-    stored = r.hget(store.user_key("1000"), "forwards")
+    stored = r.hget(keyspace.user_key("1000"), "forwards")
     prov.put_user("1000", user(line_type="sip", name="Alicia"))
     prov.put_user("1000", user(line_type="ua"))
-    assert r.hget(store.user_key("1000"), "forwards") == stored
+    assert r.hget(keyspace.user_key("1000"), "forwards") == stored
 
 
 def test_forward_to_own_did_refused(prov, r):

@@ -1,13 +1,13 @@
 """Redis high availability (issue 8, part 3): the proxy finds its Redis through Sentinel
 and follows a failover by itself, while browsers register, device selections change and
 the MDS calls. No acknowledged registration or selection is lost (the store waits for the
-replica before acknowledging, lib/store.acknowledged); calls fail only during the failover."""
+replica before acknowledging, lib/store/wire.acknowledged); calls fail only during the failover."""
 import threading
 import time
 
 import pytest
 
-from lib import registrar
+from lib.features import registrar
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP, Site
 from tests.support.proxy import Proxy
 from tests.support.sentinel import MASTER_NAME, SentinelSet

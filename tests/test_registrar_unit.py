@@ -3,8 +3,9 @@ import time
 
 import pytest
 
-from lib import registrar, store
-from lib.registrar import RegisterRequest, process_register
+from lib.features import registrar
+from lib.features.registrar import RegisterRequest, process_register
+from lib.store import codec, keyspace, wire
 
 NOW = 1_000_000.0
 
@@ -124,7 +125,7 @@ def test_store_applies_and_connection_close_removes_only_its_bindings(redis_url,
     tab = process_register(request(["<sip:tab@x.invalid;transport=ws>"], "600", transport="ws",
                                    call_id="w", conid=7), "ua", {}, now, 5)
     registrar.apply("1000", tab)
-    assert r.ttl(store.contacts_key("1000")) > 600
+    assert r.ttl(keyspace.contacts_key("1000")) > 600
     assert registrar.registered_classes(r, "1000", now) == {"webrtc": True, "deskphone": True}
     assert r.zcard("ua:reg:webrtc") == r.zcard("ua:reg:deskphone") == 1
     assert registrar.drop_connection("n1", "127.0.0.20:40007") == ["1000"]
@@ -139,11 +140,11 @@ def test_binding_is_stored_compact_and_read_back_whole(redis_url, r):
                                    "600", transport="ws", conid=7), "ua", {}, now, 5)
     registrar.apply("1000", tab)
     (fld, written), = tab.upserts.items()
-    raw = r.hget(store.contacts_key("1000"), fld)
-    assert isinstance(store.unpack(raw), list)          # positions, not names
+    raw = r.hget(keyspace.contacts_key("1000"), fld)
+    assert isinstance(codec.unpack(raw), list)          # positions, not names
     assert registrar.contacts_of("1000", now) == {fld: {**written, "field": fld}}
     # a binding stored as a map (before the compact form) is still read
-    r.hset(store.contacts_key("1000"), "deskphone|sip:old@h", store.pack(
+    r.hset(keyspace.contacts_key("1000"), "deskphone|sip:old@h", codec.pack(
         {**written, "class": "deskphone", "uri": "sip:old@h"}))
     assert registrar.contacts_of("1000", now)["deskphone|sip:old@h"]["uri"] == "sip:old@h"
 
@@ -173,18 +174,18 @@ def test_register_writes_in_one_round_trip_and_ttl_only_grows(redis_url, r, monk
     registrar.apply("1000", long)
     assert sent == []                               # a pipeline: one MULTI ... EXEC round trip
     monkeypatch.undo()
-    assert 3600 < r.ttl(store.contacts_key("1000")) <= 3600 + registrar.KEY_GRACE_SECONDS
+    assert 3600 < r.ttl(keyspace.contacts_key("1000")) <= 3600 + registrar.KEY_GRACE_SECONDS
     short = process_register(request(["<sip:b@h>"], "60", call_id="b"), "ua", {}, now, 5)
     registrar.apply("1000", short)                  # saw only its own binding
-    assert r.ttl(store.contacts_key("1000")) > 3600
+    assert r.ttl(keyspace.contacts_key("1000")) > 3600
 
 
 def test_a_200_that_reroutes_waits_until_every_cache_heard_and_a_refresh_does_not(
         redis_url, monkeypatch):
     """store.acknowledged's round trip comes after the write (tests/test_store_unit.py
     shows why it must)."""
-    sent, run = [], store.run
-    monkeypatch.setattr(store, "run", lambda *commands: (
+    sent, run = [], wire.run
+    monkeypatch.setattr(wire, "run", lambda *commands: (
         sent.append([c[0] for c in commands]), run(*commands))[1])
     now = time.time()
     first = process_register(request(["<sip:a@h>"], "600"), "ua", {}, now, 5)

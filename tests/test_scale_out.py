@@ -1,7 +1,7 @@
 """Several proxies on one Redis (issue 8, part 2): the browser's WebSocket is held by the
 first proxy, the deskphone registered through the second, the MDS calls through either.
 A call entering the proxy that does not hold the browser's connection is relayed through
-the one that does (lib/nodes)."""
+the one that does (lib/features/nodes)."""
 import socket
 import time
 import uuid

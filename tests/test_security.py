@@ -8,7 +8,7 @@ import struct
 import time
 import uuid
 
-from lib import digest
+from lib.decisions import digest
 from tests.support.fixtures import MDS_IP, provision_site
 from tests.support.proxy import Proxy
 from tests.support.sipmessage import SipMessage

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lib import runner
+from lib.tools import runner
 from tests.support.sipp import free_port
 from tests.support.proxy import ROOT, Proxy
 
@@ -35,7 +35,7 @@ def start_embedded(var, ports):
     env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
     env.update({"UA_VAR_DIR": str(var), "UA_CHILDREN": "1", **ports})
     log = open(var.parent / "runner.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "lib.tools.runner"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     probe = Proxy("unused", var.parent / "probe", env=ports)
     deadline = time.monotonic() + 20
@@ -103,7 +103,7 @@ def test_a_listener_port_inside_the_rtp_range_is_refused_with_a_clear_error(tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
     env.update({"UA_VAR_DIR": str(tmp_path / "var"), "UA_SIP_PORT": "35443",
                 "UA_REDIS_URL": "unix:///nonexistent"})
-    run = subprocess.run([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+    run = subprocess.run([sys.executable, "-m", "lib.tools.runner"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert "UA_SIP_PORT 35443 is inside the RTP port range 30000-39999" in run.stderr

@@ -2,53 +2,53 @@
 connection it holds was closed by Redis meanwhile."""
 import pytest
 
-from lib import store
+from lib.store import clients, wire
 
 
 def test_a_connection_closed_by_a_restart_is_replaced_not_failed_on(redis_server, r):
     r.set("k", "before")
-    assert store.run(("GET", "k")) == [b"before"]
+    assert wire.run(("GET", "k")) == [b"before"]
     redis_server.stop()
     redis_server.start()                       # the process's socket is closed now
-    assert store.run(("GET", "k")) == [b"before"]           # sent again, on a new one
-    assert store.run(("SET", "k", "after"), ("GET", "k")) == [b"OK", b"after"]
+    assert wire.run(("GET", "k")) == [b"before"]           # sent again, on a new one
+    assert wire.run(("SET", "k", "after"), ("GET", "k")) == [b"OK", b"after"]
 
 
 def test_redis_down_is_store_unavailable_and_back_is_served(redis_url, redis_server):
-    assert store.run(("PING",)) == [b"PONG"]
+    assert wire.run(("PING",)) == [b"PONG"]
     redis_server.stop()
     try:
-        with pytest.raises(store.StoreUnavailable):
-            store.run(("PING",))
+        with pytest.raises(clients.StoreUnavailable):
+            wire.run(("PING",))
     finally:
         redis_server.start()
-    assert store.run(("PING",)) == [b"PONG"]
+    assert wire.run(("PING",)) == [b"PONG"]
 
 
 # --- posted writes ----------------------------------------------------------------------
 
 def test_a_post_is_applied_before_the_next_round_trip(redis_url):
-    store.post(("SET", "k", "posted"))
-    assert store.run(("GET", "k")) == [b"posted"]
+    wire.post(("SET", "k", "posted"))
+    assert wire.run(("GET", "k")) == [b"posted"]
 
 
 def test_a_refused_posted_command_alone_is_sent_again_waiting(redis_url, r):
     lua = "return redis.call('INCR', KEYS[1])"
-    store.post(store.script_command(lua, ["n"]))     # whole (EVAL) the first time
-    assert store.run(("GET", "n")) == [b"1"]
+    wire.post(wire.script_command(lua, ["n"]))     # whole (EVAL) the first time
+    assert wire.run(("GET", "n")) == [b"1"]
     r.script_flush()                                  # Redis forgets it (as after a restart)
-    store.post(("INCR", "m"), store.script_command(lua, ["n"]))   # the script refused...
-    store.run(("PING",))                              # ... read here: sent again, waiting
-    assert store.run(("MGET", "m", "n")) == [[b"1", b"2"]]       # INCR m applied once
+    wire.post(("INCR", "m"), wire.script_command(lua, ["n"]))   # the script refused...
+    wire.run(("PING",))                              # ... read here: sent again, waiting
+    assert wire.run(("MGET", "m", "n")) == [[b"1", b"2"]]       # INCR m applied once
 
 
 def test_posts_a_dead_redis_took_with_it_are_sent_again(redis_server, redis_url, r):
-    assert store.run(("PING",)) == [b"PONG"]
+    assert wire.run(("PING",)) == [b"PONG"]
     r.execute_command("CLIENT", "PAUSE", 10000, "ALL")    # the post waits unread in Redis
-    store.post(("SET", "k", "posted"))
+    wire.post(("SET", "k", "posted"))
     redis_server.kill()
     redis_server.start()
-    assert store.run(("GET", "k")) == [b"posted"]
+    assert wire.run(("GET", "k")) == [b"posted"]
 
 
 # --- the client-side cache --------------------------------------------------------------
@@ -59,6 +59,6 @@ def test_a_change_acknowledged_is_seen_by_the_next_cached_read_every_time(redis_
     trip in between, the cache kept the old value in about one read of 40."""
     lua = "return redis.call('GET', KEYS[1])"
     for n in range(500):
-        store.run(("SET", "k", n))          # not on the cache's own (tracking) connection
-        store.acknowledged()
-        assert store.cached_script(lua, ["k"], [], int) == n
+        wire.run(("SET", "k", n))          # not on the cache's own (tracking) connection
+        wire.acknowledged()
+        assert wire.cached_script(lua, ["k"], [], int) == n

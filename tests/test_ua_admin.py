@@ -1,4 +1,4 @@
-"""ua-admin (lib/admin_cli.py) as a subprocess against a real proxy: every command, its
+"""ua-admin (lib/tools/admin_cli.py) as a subprocess against a real proxy: every command, its
 output (human and --json) and its exit status (0 ok, 1 refused, 2 usage, 3 unreachable)."""
 import csv
 import io
@@ -20,7 +20,7 @@ def command():
     """The installed entry point when `make setup` made it, else the module."""
     if INSTALLED.exists():
         return [str(INSTALLED)]
-    return [sys.executable, "-m", "lib.admin_cli"]
+    return [sys.executable, "-m", "lib.tools.admin_cli"]
 
 
 def clean_env(**over):

@@ -1,4 +1,4 @@
-"""The proxy under test: `python -m lib.runner` with free ports, its own var/ directory
+"""The proxy under test: `python -m lib.tools.runner` with free ports, its own var/ directory
 and a given Redis, ready when its API server's /api/v1/health answers 200 (Kamailio,
 Redis and the media relay answer), stopped by its PID."""
 import base64
@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lib.provisioning import ha1
+from lib.users.profiles import ha1
 from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 
@@ -96,7 +96,7 @@ class Proxy:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
         env.update(self.env)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "lib.tools.runner"], cwd=ROOT, env=env,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout

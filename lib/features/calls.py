@@ -1,19 +1,23 @@
 """Initial requests (INVITE and other out-of-dialog requests): everything a routing
 decision needs is read in one Redis round trip, then decided by a pure function."""
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
-from lib import forwarding, mds_health, routing, store
-from lib.provisioning import normalize_forwards, profile_of
-from lib.registrar import decode, live
+from lib.decisions import forwarding, routing
+from lib.features import mds_health
+from lib.features.registrar import decode, live
+from lib.store import codec, keyspace, wire
+from lib.users.forward_rules import normalize_forwards
+from lib.users.profiles import profile_of
 
 # Reads, in one round trip: the MDS name of the source address, the caller's record and
-# HA1 and MDS URI and this proxy's health record of that MDS (lib/mds_health), and the
+# HA1 and MDS URI and this proxy's health record of that MDS (lib/features/mds_health), and the
 # callee (by number, else by DID) with selection, contacts, forwarding rules and MDS URI.
-# KEYS (what client-side caching tracks, lib/store.cached_script): the MDS address index,
+# KEYS (what client-side caching tracks, lib/store/wire.cached_script): the MDS address index,
 # the caller's record, the MDS records, the health records, the dialled number's record,
 # DID and contacts. A DID leads to keys not declared: that reply is not cached.
-_CALL_CONTEXT = """
+_CALL_CONTEXT = keyspace.lua("""
 local src, caller, dialled = ARGV[1], ARGV[2], ARGV[3]
 local res = {false, false, false, false, false, false, false, {}, false, false, false}
 res[1] = redis.call('HGET', KEYS[1], src)
@@ -32,7 +36,7 @@ local number, user, contacts = dialled, KEYS[5], KEYS[7]
 if dialled == '' or redis.call('EXISTS', user) == 0 then
   number = redis.call('GET', KEYS[6])
   if number then
-    user, contacts = 'ua:user:{' .. number .. '}', 'ua:contacts:{' .. number .. '}'
+    user, contacts = $user_key, $contacts_key
   end
 end
 if number then
@@ -46,7 +50,7 @@ if number then
   end
 end
 return res
-"""
+""")
 
 
 @dataclass
@@ -63,6 +67,45 @@ class CallContext:
     caller_mds_up: bool | None = None   # this proxy's view; None: not known (calls pass)
 
 
+@dataclass
+class RingPlan:
+    """What the failure route needs of a call ringing a user's devices to decide without
+    reading Redis again (the user, the device class rung and its bindings, the forwarding
+    rules, the numbers that diverted the call so far). It is kept with the INVITE's
+    transaction as JSON (an AVP): the failure route may run in another process."""
+    number: str
+    device: str
+    ring_seconds: int
+    forwards: dict | None
+    mds_uri: str | None
+    diverted: list
+    rung: list
+
+    @classmethod
+    def of(cls, plan, ring, diverted):
+        user = plan.ctx.callee
+        return cls(number=user["number"], device=ring.device,
+                   ring_seconds=user["ring_seconds"], forwards=plan.ctx.callee_forwards,
+                   mds_uri=plan.ctx.callee_mds_uri,
+                   diverted=diverted + [r.number for r in plan.retargets],
+                   rung=[c["field"] for c in ring.contacts])
+
+    def dumps(self):
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def loads(cls, raw):
+        return cls(**json.loads(raw))
+
+    def callee_context(self):
+        """The call context of the user who was rung, as a retarget from the failure
+        route needs it (no caller: the call is already authorised)."""
+        return CallContext(
+            source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
+            callee={"number": self.number, "ring_seconds": self.ring_seconds},
+            callee_selected=None, callee_forwards=self.forwards, callee_mds_uri=self.mds_uri)
+
+
 def _text(raw):
     return raw.decode() if raw else None
 
@@ -70,10 +113,10 @@ def _text(raw):
 def load_context(source_ip, caller_number, dialled, now, node):
     """node: this proxy's UA_NODE_ID, whose view of the caller's MDS health applies."""
     dialled = dialled or ""
-    keys = (store.MDS_ADDR_KEY, store.user_key(caller_number or ""), store.MDS_KEY,
-            mds_health.key(node), store.user_key(dialled), store.did_key(dialled),
-            store.contacts_key(dialled))
-    ctx = store.cached_script(_CALL_CONTEXT, keys, (source_ip, caller_number or "", dialled),
+    keys = (keyspace.MDS_ADDR_KEY, keyspace.user_key(caller_number or ""), keyspace.MDS_KEY,
+            keyspace.mds_health_key(node), keyspace.user_key(dialled), keyspace.did_key(dialled),
+            keyspace.contacts_key(dialled))
+    ctx = wire.cached_script(_CALL_CONTEXT, keys, (source_ip, caller_number or "", dialled),
                               decode=_context,
                               cacheable=lambda reply: reply[4] in (None, dialled.encode()))
     return dataclasses.replace(ctx, callee_contacts=live(ctx.callee_contacts, now))
@@ -83,19 +126,19 @@ def _context(reply):
     """The context as read, every binding included (expired ones go at each use)."""
     (mds, caller, ha1, caller_mds, _number, callee, selected, flat, forwards,
      callee_mds, caller_health) = reply
-    caller_mds_record = store.unpack(caller_mds)
+    caller_mds_record = codec.unpack(caller_mds)
     return CallContext(
         source_mds=_text(mds), caller=profile_of(caller), caller_ha1=_text(ha1),
         caller_mds_uri=_mds_uri(caller_mds), callee=profile_of(callee),
         callee_selected=_text(selected), callee_contacts=decode(zip(flat[::2], flat[1::2])),
-        callee_forwards=normalize_forwards(store.unpack(forwards)),
+        callee_forwards=normalize_forwards(codec.unpack(forwards)),
         callee_mds_uri=_mds_uri(callee_mds),
-        caller_mds_up=mds_health.status(caller_mds_record, store.unpack(caller_health))[0]
+        caller_mds_up=mds_health.status(caller_mds_record, codec.unpack(caller_health))[0]
         if caller_mds_record else None)
 
 
 def _mds_uri(raw):
-    record = store.unpack(raw)
+    record = codec.unpack(raw)
     return record["uri"] if record else None
 
 

@@ -24,7 +24,7 @@ required column is refused (400 naming it). Per field:
   absent from the header take their default. An empty sip_secret and an empty ha1 keep the
   current password; a new user needs one of them.
 
-All-or-nothing: every row is validated (lib.provisioning's checks: line types, the
+All-or-nothing: every row is validated (lib.users.provisioning's checks: line types, the
 features a `ua` line refuses, DIDs unique across the file and the store, known MDS...)
 and on any error nothing is stored and the answer is
 `400 {"error": "N bad lines", "lines": [{"line": N, "error": "..."}]}` listing every bad
@@ -33,7 +33,7 @@ refused by the CSV checks is left out of the store checks, so a row conflicting 
 such a row is not reported. Success: `200 {"created": N, "updated": N}`; `?dry_run=1`
 validates the same way, stores nothing and adds `"dry_run": true`.
 
-A file of 100,000 users is one request and one transaction (lib.provisioning.put_users):
+A file of 100,000 users is one request and one transaction (lib.users.provisioning.put_users):
 the API server runs it in a thread of its own, so other requests go on meanwhile.
 
 Export: one row per user ordered by number, `ha1` from the store and `sip_secret` empty,
@@ -47,7 +47,8 @@ import csv
 import io
 import re
 
-from lib import provisioning, store
+from lib.store import codec, keyspace
+from lib.users import profiles, provisioning, validation
 
 COLUMNS = ("exten", "firstname", "lastname", "line_type", "sip_secret", "ha1", "mds",
            "dids", "ring_seconds", "groups", "queues", "pickup_groups", "paging_groups",
@@ -147,37 +148,37 @@ def _row(row, domain, existing):
         return row.get(column, "").strip()
 
     number = get("exten")
-    if not provisioning.valid_number(number):
-        raise provisioning.Invalid("exten must be 1 to 20 digits")
+    if not validation.valid_number(number):
+        raise validation.Invalid("exten must be 1 to 20 digits")
     secret = row.get("sip_secret", "")
     given_ha1 = get("ha1") or None
-    if len(secret) > provisioning.MAX_PASSWORD_LENGTH:
-        raise provisioning.Invalid(
-            f"sip_secret is longer than {provisioning.MAX_PASSWORD_LENGTH} characters")
+    if len(secret) > validation.MAX_PASSWORD_LENGTH:
+        raise validation.Invalid(
+            f"sip_secret is longer than {validation.MAX_PASSWORD_LENGTH} characters")
     if given_ha1 is not None:
         if not HA1_LOWER_RE.fullmatch(given_ha1):
-            raise provisioning.Invalid("ha1 must be 32 lowercase hexadecimal digits")
-        if secret and given_ha1 != provisioning.ha1(number, domain, secret):
-            raise provisioning.Invalid(
+            raise validation.Invalid("ha1 must be 32 lowercase hexadecimal digits")
+        if secret and given_ha1 != profiles.ha1(number, domain, secret):
+            raise validation.Invalid(
                 f"ha1 does not match sip_secret (it must be md5 of exten:{domain}:sip_secret)")
     if not secret and given_ha1 is None and number not in existing:
-        raise provisioning.Invalid("sip_secret or ha1 is required for a new user")
+        raise validation.Invalid("sip_secret or ha1 is required for a new user")
 
     ring = get("ring_seconds")
     if ring and not RING_RE.fullmatch(ring):
-        raise provisioning.Invalid(
-            f"ring_seconds must be an integer from 1 to {provisioning.MAX_RING_SECONDS}")
+        raise validation.Invalid(
+            f"ring_seconds must be an integer from 1 to {validation.MAX_RING_SECONDS}")
     switchboard = get("switchboard")
     if switchboard not in ("", "0", "1"):
-        raise provisioning.Invalid("switchboard must be 0 or 1")
+        raise validation.Invalid("switchboard must be 0 or 1")
 
-    memberships = {key: _split(row.get(key, "")) for key in provisioning.MEMBERSHIP_LISTS}
+    memberships = {key: _split(row.get(key, "")) for key in validation.MEMBERSHIP_LISTS}
     memberships["agent"] = get("agent") or None
     memberships["switchboard"] = switchboard == "1"
     body = {"name": f"{row.get('firstname', '')} {row.get('lastname', '')}".strip(),
             "line_type": get("line_type"), "mds": get("mds") or None,
             "dids": _split(row.get("dids", "")),
-            "ring_seconds": int(ring) if ring else provisioning.DEFAULT_RING_SECONDS,
+            "ring_seconds": int(ring) if ring else profiles.DEFAULT_RING_SECONDS,
             "memberships": memberships}
     if secret:
         body["password"] = secret
@@ -203,10 +204,10 @@ def _parse(r, domain, raw, ctype):
         rows.append((line, dict(zip(names, fields))))
 
     numbers = sorted({n for n in (row.get("exten", "").strip() for _, row in rows)
-                      if provisioning.valid_number(n)})
+                      if validation.valid_number(n)})
     existing = set()
     if numbers:
-        member = r.smismember(store.USERS_KEY, numbers)
+        member = r.smismember(keyspace.USERS_KEY, numbers)
         existing = {n for n, m in zip(numbers, member) if m}
 
     entries, entry_lines, first_line = [], [], {}
@@ -214,10 +215,10 @@ def _parse(r, domain, raw, ctype):
         try:
             entry = _row(row, domain, existing)
             if entry[0] in first_line:
-                raise provisioning.Invalid(
+                raise validation.Invalid(
                     f"exten {entry[0]} appears twice (first on line {first_line[entry[0]]})")
             first_line[entry[0]] = line
-        except provisioning.ProvisioningError as exc:
+        except validation.ProvisioningError as exc:
             errors[line] = exc.message
             continue
         entries.append(entry)
@@ -241,7 +242,7 @@ def _store(r, domain, entries, lines, errors, dry_run):
     real = not dry_run and not errors
     try:
         return (provisioning.Provisioning(r, domain) if real else dry).put_users(entries)
-    except provisioning.BatchError as exc:
+    except validation.BatchError as exc:
         failed = dict(exc.errors)
     for index, err in failed.items():
         errors[lines[index]] = err.message
@@ -251,7 +252,7 @@ def _store(r, domain, entries, lines, errors, dry_run):
     if rest:
         try:
             dry.put_users([entries[i] for i in rest])
-        except provisioning.BatchError as exc:
+        except validation.BatchError as exc:
             for index, err in exc.errors:
                 errors.setdefault(lines[rest[index]], err.message)
     return None
@@ -277,23 +278,19 @@ def import_users(r, domain, raw, content_type="", dry_run=False):
 
 # --- export ------------------------------------------------------------------------------
 
-def _s(raw):
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def _export_row(profile, ha1_value):
     number, name = profile["number"], profile.get("name") or ""
     if name != name.strip():
         raise Unexportable(f"user {number}: name {name!r} has leading or trailing "
                                 "blanks, which CSV import strips: fix it, then export")
     first, _, last = name.partition(" ")
-    members = {**provisioning.default_memberships(), **(profile.get("memberships") or {})}
+    members = {**profiles.default_memberships(), **(profile.get("memberships") or {})}
     row = {"exten": number, "firstname": first, "lastname": last,
            "line_type": profile["line_type"], "sip_secret": "", "ha1": ha1_value or "",
            "mds": profile.get("mds") or "",
-           "ring_seconds": str(profile.get("ring_seconds", provisioning.DEFAULT_RING_SECONDS)),
+           "ring_seconds": str(profile.get("ring_seconds", profiles.DEFAULT_RING_SECONDS)),
            "agent": members["agent"] or "", "switchboard": "1" if members["switchboard"] else "0"}
-    for key in ("dids",) + provisioning.MEMBERSHIP_LISTS:
+    for key in ("dids",) + validation.MEMBERSHIP_LISTS:
         items = (profile.get("dids") or []) if key == "dids" else members[key]
         for item in items:
             if LIST_SEP in item or item != item.strip() or not item:
@@ -307,14 +304,14 @@ def _export_row(profile, ha1_value):
 
 
 def _numbers(r):
-    return sorted((_s(n) for n in r.smembers(store.USERS_KEY)), key=lambda n: (len(n), n))
+    return profiles.sort_numbers(codec.text(n) for n in r.smembers(keyspace.USERS_KEY))
 
 
 def _batches(r, numbers, fields):
     for i in range(0, len(numbers), EXPORT_BATCH):
         pipe = r.pipeline(transaction=False)
         for n in numbers[i:i + EXPORT_BATCH]:
-            pipe.hmget(store.user_key(n), fields)
+            pipe.hmget(keyspace.user_key(n), fields)
         yield pipe.execute()
 
 
@@ -324,7 +321,7 @@ def check_exportable(r):
     for batch in _batches(r, numbers, ["profile"]):
         for (raw_profile,) in batch:
             if raw_profile is not None:
-                _export_row(provisioning.profile_of(raw_profile), None)
+                _export_row(profiles.profile_of(raw_profile), None)
     return numbers
 
 
@@ -336,8 +333,8 @@ def export_chunks(r, numbers):
     for batch in _batches(r, numbers, ["profile", "ha1"]):
         for raw_profile, raw_ha1 in batch:
             if raw_profile is not None:
-                writer.writerow(_export_row(provisioning.profile_of(raw_profile),
-                                            _s(raw_ha1)))
+                writer.writerow(_export_row(profiles.profile_of(raw_profile),
+                                            codec.text(raw_ha1)))
         yield out.getvalue()
         out.seek(0)
         out.truncate()

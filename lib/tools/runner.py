@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def log(text):
@@ -111,7 +111,7 @@ def check_rtp_range(env):
 def start_rtpengine(var, env):
     """Embedded rtpengine: user-space forwarding (no kernel module), ng control on a free
     loopback UDP port."""
-    from lib import media
+    from lib.decisions import media
     data = var / "rtpengine"
     data.mkdir(parents=True, exist_ok=True)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -192,7 +192,7 @@ def python_path():
 
 def main():
     from lib import config
-    env = dict(os.environ)
+    env = config.environment()
     var = Path(env.get("UA_VAR_DIR", ROOT / "var")).resolve()
     var.mkdir(parents=True, exist_ok=True)
     defaults = config.load({k: v for k, v in env.items() if k != "UA_REDIS_URL"})
@@ -204,7 +204,7 @@ def main():
                         ("UA_DOMAIN", defaults.domain), ("UA_NODE_ID", defaults.node_id)):
         env.setdefault(name, str(value))
     env.setdefault("UA_MEDIA", defaults.media)
-    # Other proxies of the cluster relay to this one there (lib/nodes).
+    # Other proxies of the cluster relay to this one there (lib/features/nodes).
     env.setdefault("UA_NODE_ADDR", f"{env.get('UA_ADVERTISE') or host_address(env)}:"
                                    f"{env['UA_SIP_PORT']}")
     if env["UA_MEDIA"] not in ("rtpengine", "passthrough"):
@@ -232,9 +232,10 @@ def main():
     # previous run; the runner's own hold every series at zero from the start.
     env["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "prometheus")
     os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"])
-    env["UA_RUN_DIR"] = str(run_dir)     # lib/overload's status, for the health endpoint
-    os.environ.update(env)
-    from lib import metrics, nodes, registrar
+    env["UA_RUN_DIR"] = str(run_dir)     # lib/features/overload's status, for the health endpoint
+    config.export(env)
+    from lib import metrics
+    from lib.features import nodes, registrar
     metrics.open_files()
     dropped = registrar.drop_node_connections(env["UA_NODE_ID"])
     if dropped:

@@ -31,7 +31,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
+from lib import config
+
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/api/v1"
 UPLOAD_BLOCK = 64 * 1024         # bytes sent between two updates of the progress bar
 DEFAULT_TIMEOUT = 60.0
@@ -60,21 +62,19 @@ def refused(message, lines=None, body=None):
 
 # --- HTTP ------------------------------------------------------------------------------
 
-def default_url(env=None):
-    env = os.environ if env is None else env
-    if env.get("UA_API_URL"):
-        return env["UA_API_URL"]
-    host = env.get("UA_LISTEN") or "127.0.0.1"
+def default_url(cfg):
+    if cfg.api_url:
+        return cfg.api_url
+    host = cfg.listen
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"                        # an IPv6 address
-    return f"http://{host}:{env.get('UA_API_PORT') or '8089'}"
+    return f"http://{host}:{cfg.api_port}"
 
 
-def default_token(env=None):
-    env = os.environ if env is None else env
-    if env.get("UA_API_TOKEN"):
-        return env["UA_API_TOKEN"]
-    path = Path(env.get("UA_VAR_DIR") or ROOT / "var") / "api_token"
+def default_token(cfg):
+    if cfg.api_token:
+        return cfg.api_token
+    path = Path(cfg.var_dir or ROOT / "var") / "api_token"
     try:
         return path.read_text().strip() or None
     except OSError:
@@ -581,7 +581,8 @@ def main(argv=None):
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     try:
-        client = Client(args.url or default_url(), args.token or default_token(),
+        cfg = config.load()
+        client = Client(args.url or default_url(cfg), args.token or default_token(cfg),
                         timeout=args.timeout, insecure=args.insecure)
         args.func(client, args)
     except CliError as exc:

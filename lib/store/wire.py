@@ -1,190 +1,17 @@
-"""Redis state store: one connection per process (opened lazily after fork), key layout,
-msgpack encoding.
-
-Key layout. Every key of one user carries the hash tag {N}, so a user's keys share one
-Redis Cluster slot:
-  ua:user:{N}        hash  profile -> msgpack user record (no secret)
-                           ha1     -> digest HA1 (md5 of number:domain:password)
-                           device  -> "webrtc" | "deskphone" (absent: never set)
-                           forwards -> msgpack forwarding rules (absent: all disabled)
-  ua:contacts:{N}    hash  <class>|<instance or contact uri> -> msgpack contact
-  ua:calls:{N}       hash  Call-ID -> msgpack call in progress (lib/callstate)
-  ua:history:{N}     list  msgpack [call id, call entry (msgpack), end time, forwarded to],
-                           newest first; formatted as the API shows it when read
-  ua:watchers:{N}    hash  BLF subscription Call-ID -> msgpack (lib/blf), with
-  ua:presence:{N}, ua:watch:expiry: last notified state, expiry index
-  ua:blf:late        list of users a posted call-state write found watched (lib/callstate)
-  ua:did:<did>       string -> N
-  ua:users           set of every provisioned number
-  ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
-  ua:mds:addr        hash  <ip> -> <name>
-  ua:mds:health:<node>  hash  <name> -> msgpack {"uri", "up", "since"}: proxy <node>'s
-                     probing result (lib/mds_health)
-  ua:conn:<node>:<peer>  set of "<N>|<contact field>" bound to the connection from the
-                     device's <peer> (ip:port) held by proxy <node>
-  ua:conns:<node>    set of the peers of <node>'s connections holding registrations
-  ua:nodes           hash  <node> -> its UA_NODE_ADDR (lib/nodes)
-"""
+"""The SIP hot path's own Redis connection: commands packed and parsed by hiredis, posted
+writes, Lua scripts by SHA, and a client-side cache of what rarely changes."""
 import collections
 import hashlib
-import os
 import socket
 import struct
 import sys
 import time
 
 import hiredis
-import msgpack
 import redis
 
-from lib import config, sentinel
-
-
-class StoreUnavailable(Exception):
-    """The state store cannot be reached; callers answer 503 with Retry-After."""
-
-
-def user_key(number):
-    return f"ua:user:{{{number}}}"
-
-
-def contacts_key(number):
-    return f"ua:contacts:{{{number}}}"
-
-
-def calls_key(number):
-    return f"ua:calls:{{{number}}}"
-
-
-def history_key(number):
-    return f"ua:history:{{{number}}}"
-
-
-def watchers_key(number):
-    return f"ua:watchers:{{{number}}}"
-
-
-# Bumped by every provisioning change (users, DIDs, MDS: lib/provisioning), so that a batch
-# of users watches this one key instead of every key it read: Redis checks each WATCH
-# against the connection's every watched key, and watching a 100,000-user import's 200,000
-# keys never ended.
-PROVISIONING_VERSION_KEY = "ua:provisioning:version"
-
-
-def did_key(did):
-    return f"ua:did:{did}"
-
-
-USERS_KEY = "ua:users"
-MDS_KEY = "ua:mds"
-MDS_ADDR_KEY = "ua:mds:addr"
-
-
-def conn_key(node, peer):
-    return f"ua:conn:{node}:{peer}"
-
-
-def conns_key(node):
-    return f"ua:conns:{node}"
-
-
-# Failed API authentications (lib/authlimit): per source address in the current minute, the
-# address's block, and per account the failures and addresses of the current minute.
-def api_failures_key(address):
-    return f"ua:apiauth:fail:{address}"
-
-
-def api_block_key(address):
-    return f"ua:apiauth:block:{address}"
-
-
-def api_account_key(number):
-    return f"ua:apiauth:account:{number}"
-
-
-def api_account_warned_key(number):
-    return f"ua:apiauth:warned:{number}"
-
-
-def pack(value):
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def unpack(raw):
-    return None if raw is None else msgpack.unpackb(raw, raw=False)
-
-
-_client = None
-_client_pid = None
-_redis_wait = 0
-_hot_timeout = None    # seconds, read with the client
-
-
-# A client that fails fast: a request needing state gets 503 rather than a hang.
-FAST = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry_on_timeout": False,
-        "health_check_interval": 0}
-_read_timeout = FAST["socket_timeout"]    # client()'s; serve_http() changes it
-
-
-def connect(url):
-    return redis.Redis.from_url(url, **FAST)
-
-
-def client():
-    """This process's Redis client, created on first use after fork."""
-    global _client, _client_pid, _redis_wait, _hot_timeout, CACHE_ENTRIES
-    if _client is None or _client_pid != os.getpid():
-        cfg = config.load()
-        options = {**FAST, "socket_timeout": _read_timeout}
-        _client = (sentinel.connect(cfg, **options) if cfg.redis_sentinels
-                   else redis.Redis.from_url(cfg.redis_url, **options))
-        _client_pid = os.getpid()
-        _redis_wait = cfg.redis_wait    # read with the client: config.load() is not free
-        _hot_timeout = cfg.redis_timeout_ms / 1000
-        CACHE_ENTRIES = cfg.context_cache
-    sentinel.follow(_client)
-    return _client
-
-
-BULK_TIMEOUT = 60.0
-
-
-def serve_http(read_timeout):
-    """For the API server, before its first client: how long a request waits for a reply
-    before its 503. Kamailio's processes keep FAST's: a SIP worker must not wait; an API
-    request may outwait another client's long transaction (a 100,000-user import holds
-    Redis about 0.4 s). A Redis that is down still fails at once (connect timeout)."""
-    global _read_timeout
-    _read_timeout = read_timeout
-
-
-def bulk_connect(cfg):
-    """A client for long commands (the API server's CSV import and export: one transaction
-    of 100,000 users takes Redis longer than the fast client waits). Its connections
-    still fail at once when Redis is down."""
-    options = {**FAST, "socket_timeout": BULK_TIMEOUT}
-    return (sentinel.connect(cfg, **options) if cfg.redis_sentinels
-            else redis.Redis.from_url(cfg.redis_url, **options))
-
-
-_scripts = {}
-
-
-def script(r, lua, keys=(), args=()):
-    """Run a Lua script by its SHA (EVALSHA): its text goes to Redis once, not with every
-    request; redis-py loads it again by itself after a Redis restart."""
-    loaded = _scripts.get(lua)
-    if loaded is None:
-        loaded = _scripts[lua] = r.register_script(lua)
-    return loaded(keys=list(keys), args=list(args), client=r)
-
-
-def call(fn):
-    """Run fn(redis) and turn any connection problem into StoreUnavailable."""
-    try:
-        return fn(client())
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(str(exc)) from exc
+from lib.store import clients, keyspace, sentinel
+from lib.store.clients import StoreUnavailable, call, client
 
 
 WAIT_MS = 250    # under the socket timeout: a missing replica is a 503, not a hang
@@ -208,7 +35,7 @@ def acknowledged(r=None, reroutes=True):
     is not acknowledged."""
     if r is None:
         client()
-    wanted = _redis_wait
+    wanted = clients.redis_wait
     if not wanted:
         if reroutes:
             run(("PING",)) if r is None else r.ping()
@@ -216,7 +43,7 @@ def acknowledged(r=None, reroutes=True):
 
     def wait(r):
         pipe = r.pipeline(transaction=False)
-        pipe.publish("ua:replicated", b"")
+        pipe.publish(keyspace.REPLICATED_CHANNEL, b"")
         pipe.wait(wanted, WAIT_MS)
         return pipe.execute()[1]
     acked = call(wait) if r is None else wait(r)
@@ -238,7 +65,7 @@ class _Link:
     def __init__(self, owner, on_push=None):
         self.owner = owner          # the client (one per process) whose pool made it
         self.conn = owner.connection_pool.make_connection()
-        self.conn.socket_timeout = self.conn.socket_connect_timeout = _hot_timeout
+        self.conn.socket_timeout = self.conn.socket_connect_timeout = clients.hot_timeout
         self.sock = self.reader = None
         # the tracking link: RESP3, Redis pushes invalidations on it (None: flush all)
         self.on_push = on_push
@@ -257,7 +84,7 @@ class _Link:
             # Blocking with the kernel's timeouts: Python's own socket timeout polls
             # before every send and every receive (two more syscalls per round trip).
             self.sock.settimeout(None)
-            seconds, fraction = divmod(_hot_timeout, 1)
+            seconds, fraction = divmod(clients.hot_timeout, 1)
             timeval = struct.pack("ll", int(seconds), int(fraction * 1e6))
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
@@ -425,7 +252,7 @@ def run(*commands):
 
 # --- posted writes -----------------------------------------------------------------------
 # A write whose reply the SIP request does not need (a call event nobody watches, see
-# lib/callstate) is posted: sent on run()'s connection, so that Redis applies it before
+# lib/features/callstate) is posted: sent on run()'s connection, so that Redis applies it before
 # anything this process sends later, and its replies read in batches, every POST_WINDOW
 # posts and before any round trip. The worker neither sleeps until Redis has run nor reads
 # a reply per write (make bench: 9 % of a call's CPU).
@@ -511,16 +338,13 @@ def script_command(lua, keys=(), args=()):
 # its event loop, just after the writer's own reply; it is read (without waiting) before
 # every use, and a change is acknowledged only after acknowledged()'s round trip: a device
 # switch or a logout applies to the next call. A lost connection forgets everything cached.
-CACHE_ENTRIES = 0       # at most, per process: UA_CONTEXT_CACHE, read with the client
-
-
 class _Cache:
     def __init__(self):
         self.values = {}        # (lua, keys, args) -> decoded reply
         self.by_key = {}        # key (bytes) -> the entries that read it
 
     def put(self, entry, value, keys):
-        if len(self.values) >= CACHE_ENTRIES:
+        if len(self.values) >= clients.cache_entries:
             self.drop(next(iter(self.values)))     # the oldest
         self.values[entry] = value
         for key in keys:
@@ -565,7 +389,7 @@ def _tracked_exchange(*commands):
 def caching():
     """Whether this process keeps a client-side cache (UA_CONTEXT_CACHE above 0)."""
     client()
-    return CACHE_ENTRIES > 0
+    return clients.cache_entries > 0
 
 
 def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
@@ -574,7 +398,7 @@ def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
     shared by every later call and never modified. `cacheable(reply)`: False for a reply
     that also depends on keys not declared (it is not kept)."""
     client()
-    if not CACHE_ENTRIES:
+    if not clients.cache_entries:
         return decode(evalsha(lua, keys, args))
     entry = (lua, tuple(keys), tuple(args))
     _tracked_exchange()                 # the invalidations waiting, read first

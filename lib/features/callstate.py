@@ -3,23 +3,34 @@ aggregated presence of contract sections 7 and 8. The glue reports call events; 
 lives in Redis (store.calls_key, store.history_key) so every Kamailio process and a
 restarted proxy see the same thing."""
 import datetime
-import os
 from dataclasses import dataclass, field
 
 import msgpack
 
-from lib import metrics, store
-from lib.routing import DEVICE_CLASSES, Reject, Ring, device_status
+from lib import config
+from lib.decisions.routing import DEVICE_CLASSES, Reject, Ring, device_status
+from lib.store import codec, keyspace, wire
 
 RINGING, PLACED, IN_CALL = "ringing", "placed", "in_call"
-HISTORY_MAX = int(os.environ.get("UA_HISTORY_MAX", "1000"))
+HISTORY_MAX = config.load().history_max
 # A call whose end we never saw (lost BYE, crashed peer) stops counting after this long,
 # like a dialog timeout.
-MAX_CALL_SECONDS = int(os.environ.get("UA_MAX_CALL_SECONDS", str(4 * 3600)))
+MAX_CALL_SECONDS = config.load().max_call_seconds
 RINGING_GRACE_SECONDS = 30
+# Record-Route parameters naming the local caller and callee of a call, so that a BYE
+# ends their calls without any lookup.
+CALLER_PARAM, CALLEE_PARAM = "ua_c", "ua_t"
 
 
-calls_key, history_key = store.calls_key, store.history_key
+def dialog_users(route):
+    """The local caller and callee named in our Record-Route, read back from an in-dialog
+    request's first Route header; a retarget from the failure route names its callee
+    after the first one's (the last one counts)."""
+    params = dict(p.partition("=")[::2] for p in (route or "").split(">")[0].split(";")[1:])
+    return [n for n in (params.get(CALLER_PARAM), params.get(CALLEE_PARAM)) if n]
+
+
+calls_key, history_key = keyspace.calls_key, keyspace.history_key
 
 
 # --- pure -------------------------------------------------------------------------------
@@ -99,11 +110,10 @@ def presence(calls, line_type, selected, registered, now):
 # --- store ------------------------------------------------------------------------------
 # Every call event is one write, and tells which of its users have BLF watchers (the only
 # ones whose change needs more work). When this process's cache says none of them has
-# any, the write is posted (lib/store.post): the request goes on without waiting for
+# any, the write is posted (lib/store/wire.post): the request goes on without waiting for
 # Redis. A watcher that subscribed in between (after the cache was read, before
-# Redis ran the write) is found by the write itself: its user goes onto LATE_KEY, which the
-# BLF timer serves within its second (lib/blf.late).
-LATE_KEY = "ua:blf:late"
+# Redis ran the write) is found by the write itself: its user goes onto BLF_LATE_KEY, which the
+# BLF timer serves within its second (lib/features/blf.late).
 
 _WATCHED = """
 local out = {}
@@ -112,7 +122,7 @@ return out
 """
 
 # That finding, in every script that writes a call event (each asks for its users'
-# watchers anyway): the script's last KEY is LATE_KEY, its last ARGV '1' when it runs
+# watchers anyway): the script's last KEY is BLF_LATE_KEY, its last ARGV '1' when it runs
 # posted. A user is named by `<number>`, or by the `<number>|<call id>` member of its gauge.
 _LATE_IN_SCRIPT = """
 local function late(watched, user)
@@ -122,7 +132,7 @@ local function late(watched, user)
 end
 """
 
-# After the posted commands of a new call. KEYS: the users' watchers hashes, then LATE_KEY.
+# After the posted commands of a new call. KEYS: the users' watchers hashes, then BLF_LATE_KEY.
 # ARGV: the users, then '1'.
 _LATE = _LATE_IN_SCRIPT + """
 for i = 1, #ARGV - 1 do late(redis.call('EXISTS', KEYS[i]), ARGV[i]) end
@@ -134,32 +144,32 @@ def _write(numbers, posted, wait, flags_of):
     """A call event's write: the commands `posted` (see above), or wait() (the same write,
     waited for). Returns the watched users among `numbers`, as flags_of(wait's replies)
     tells."""
-    keys = [store.watchers_key(n) for n in numbers]
-    if store.caching() and not any(store.cached_script(_WATCHED, keys, (), tuple)):
-        store.post(*posted)
+    keys = [keyspace.watchers_key(n) for n in numbers]
+    if wire.caching() and not any(wire.cached_script(_WATCHED, keys, (), tuple)):
+        wire.post(*posted)
         return []
     return [n for n, flag in zip(numbers, flags_of(wait())) if flag == 1]
 
 
 def _write_script(numbers, lua, keys, args):
     """_write of a call-event script that returns a flag per user (see _LATE_IN_SCRIPT)."""
-    keys = [*keys, LATE_KEY]
-    return _write(numbers, [store.script_command(lua, keys, [*args, "1"])],
-                  lambda: store.evalsha(lua, keys, [*args, "0"]), lambda flags: flags)
+    keys = [*keys, keyspace.BLF_LATE_KEY]
+    return _write(numbers, [wire.script_command(lua, keys, [*args, "1"])],
+                  lambda: wire.evalsha(lua, keys, [*args, "0"]), lambda flags: flags)
 
 
 def _put(number, call_id, call):
     """The commands that store a call entry and count it in its device's gauge."""
     key, until = calls_key(number), int(call["expires_at"]) + 60
-    commands = [("HSET", key, call_id, store.pack(call))]
+    commands = [("HSET", key, call_id, codec.pack(call))]
     if call["device"]:
-        commands.append(("ZADD", metrics.active_calls_key(call["device"]), call["expires_at"],
+        commands.append(("ZADD", keyspace.active_calls_key(call["device"]), call["expires_at"],
                          f"{number}|{call_id}"))
     return commands + [("EXPIREAT", key, until, "GT"), ("EXPIREAT", key, until, "NX")]
 
 
 def _watchers(numbers):
-    return [("EXISTS", store.watchers_key(n)) for n in numbers]
+    return [("EXISTS", keyspace.watchers_key(n)) for n in numbers]
 
 
 def start(party, call_id, now):
@@ -173,15 +183,16 @@ def start(party, call_id, now):
     if not commands:
         return []
     numbers = list(party.calls)
-    late = [store.script_command(_LATE, [store.watchers_key(n) for n in numbers] + [LATE_KEY],
+    late = [wire.script_command(_LATE, [keyspace.watchers_key(n) for n in numbers]
+                                + [keyspace.BLF_LATE_KEY],
                                  [*numbers, "1"])] if numbers else []
-    return _write(numbers, commands + late, lambda: store.run(*commands, *_watchers(numbers)),
+    return _write(numbers, commands + late, lambda: wire.run(*commands, *_watchers(numbers)),
                   lambda replies: replies[len(commands):])
 
 
 # The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
 # ended meanwhile (a CANCEL or BYE that crossed the 2xx): an ended call stays ended.
-# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset; LATE_KEY.
+# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset; BLF_LATE_KEY.
 # ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash; then
 # whether it runs posted.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if the call was gone.
@@ -212,26 +223,26 @@ def answer(entries, call_id, now):
     updated = {n: answered(c, now) for n, c in entries.items()}
     keys, args = [], [call_id]
     for number, call in updated.items():
-        keys += [calls_key(number), store.watchers_key(number),
-                 metrics.active_calls_key(call["device"])]
-        args += [store.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
+        keys += [calls_key(number), keyspace.watchers_key(number),
+                 keyspace.active_calls_key(call["device"])]
+        args += [codec.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
                  int(call["expires_at"]) + 60]
     return _write_script(list(updated), ANSWER_LUA, keys, args)
 
 
 def set_device(number, call_id, device):
     """Rule 7 moved the ringing to another device in the same call."""
-    raw = store.run(("HGET", calls_key(number), call_id))[0]
+    raw = wire.run(("HGET", calls_key(number), call_id))[0]
     if raw:
-        store.run(*unindex(number, call_id),
-                  *_put(number, call_id, {**store.unpack(raw), "device": device}))
+        wire.run(*unindex(number, call_id),
+                  *_put(number, call_id, {**codec.unpack(raw), "device": device}))
 
 
 # The end of a call, in one script: each party's entry moves into its history as
 # [call id, entry, end time, forwarded to or ""] (history() formats it when read), and
 # leaves the gauges of calls in progress.
 # KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets;
-# LATE_KEY. ARGV: call id, end time, forwarded to, history length, then per party its gauge
+# BLF_LATE_KEY. ARGV: call id, end time, forwarded to, history length, then per party its gauge
 # member; then whether it runs posted.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if it had no such call.
 FINISH_LUA = _LATE_IN_SCRIPT + """
@@ -261,22 +272,22 @@ def finish(numbers, call_id, now, forwarded_to=None):
     if not numbers:
         return []
     keys = [k for n in numbers
-            for k in (calls_key(n), history_key(n), store.watchers_key(n))]
-    keys += [metrics.active_calls_key(d) for d in DEVICE_CLASSES]
+            for k in (calls_key(n), history_key(n), keyspace.watchers_key(n))]
+    keys += [keyspace.active_calls_key(d) for d in DEVICE_CLASSES]
     args = [call_id, repr(now), forwarded_to or "", HISTORY_MAX,
             *(f"{n}|{call_id}" for n in numbers)]
     return _write_script(numbers, FINISH_LUA, keys, args)
 
 
 def unindex(number, call_id):
-    return [("ZREM", metrics.active_calls_key(d), f"{number}|{call_id}") for d in DEVICE_CLASSES]
+    return [("ZREM", keyspace.active_calls_key(d), f"{number}|{call_id}") for d in DEVICE_CLASSES]
 
 
 def record(number, call_id, call, ended_at, forwarded_to=None):
     """The commands that put a call into the history, in the form the call-end script
     writes."""
     key = history_key(number)
-    return [("LPUSH", key, msgpack.packb([call_id, store.pack(call), ended_at,
+    return [("LPUSH", key, msgpack.packb([call_id, codec.pack(call), ended_at,
                                           forwarded_to or ""])),
             ("LTRIM", key, 0, HISTORY_MAX - 1)]
 
@@ -286,9 +297,9 @@ def _history_entry(raw):
     script existed are already in that form."""
     item = msgpack.unpackb(raw, raw=True)
     if isinstance(item, dict):
-        return store.unpack(raw)
+        return codec.unpack(raw)
     call_id, call, ended_at, forwarded_to = item
-    return history_entry(call_id.decode(), store.unpack(call), ended_at,
+    return history_entry(call_id.decode(), codec.unpack(call), ended_at,
                          forwarded_to.decode() or None)
 
 
@@ -297,4 +308,4 @@ def history(r, number, limit):
 
 
 def calls_of(r, number):
-    return [store.unpack(raw) for raw in r.hvals(calls_key(number))]
+    return [codec.unpack(raw) for raw in r.hvals(calls_key(number))]

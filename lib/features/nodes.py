@@ -14,16 +14,17 @@ import time
 
 import msgpack
 
-from lib import provisioning, sipmsg, store
+from lib.decisions import sipmsg
+from lib.store import clients, keyspace
+from lib.users import validation
 
-NODES_KEY = "ua:nodes"
 RELAY_PARAM = "ua_relay"
 # The proxy that routed the call runs the ring time; the holder must never cut it short.
-RELAY_FR_INV_MS = (provisioning.MAX_RING_SECONDS + 10) * 1000
+RELAY_FR_INV_MS = (validation.MAX_RING_SECONDS + 10) * 1000
 
 
 def announce(node, addr):
-    store.call(lambda r: r.hset(NODES_KEY, node, addr))
+    clients.call(lambda r: r.hset(keyspace.NODES_KEY, node, addr))
 
 
 # The cluster's addresses as this process last read them: a proxy found there is trusted
@@ -40,7 +41,7 @@ def is_peer(ip):
     now = time.monotonic()
     if ip in _peers and now < _peers_until:
         return True
-    addrs = store.call(lambda r: r.hvals(NODES_KEY))
+    addrs = clients.call(lambda r: r.hvals(keyspace.NODES_KEY))
     _peers = frozenset(a.decode().rpartition(":")[0].strip("[]") for a in addrs)
     _peers_until = now + PEER_CACHE_SECONDS
     return ip in _peers

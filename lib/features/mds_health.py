@@ -1,5 +1,5 @@
 """MDS health (contract section 9): every proxy probes every MDS with SIP OPTIONS over UDP
-and keeps what it saw in Redis, where the call context script (lib/calls), the API and
+and keeps what it saw in Redis, where the call context script (lib/features/calls), the API and
 /metrics read it: a call placed by a user whose MDS is down gets 503 at once, at no extra
 Redis round trip.
 
@@ -20,14 +20,10 @@ import socket
 import time
 from dataclasses import dataclass
 
-from lib import store
-from lib.provisioning import parse_sip_uri
+from lib.store import clients, codec, keyspace
+from lib.users.validation import parse_sip_uri
 
 PROBE_TIMEOUT = 2.0      # contract: a probe unanswered within 2 s is missed
-
-
-def key(node):
-    return f"ua:mds:health:{node}"
 
 
 @dataclass
@@ -67,7 +63,7 @@ def iso(ts):
 
 def load(r, node):
     """{name: health record} as this proxy last saw them."""
-    return {k.decode(): store.unpack(v) for k, v in r.hgetall(key(node)).items()}
+    return {k.decode(): codec.unpack(v) for k, v in r.hgetall(keyspace.mds_health_key(node)).items()}
 
 
 def views(r, node, mds_records):
@@ -82,7 +78,7 @@ def views(r, node, mds_records):
 
 def records(states):
     """What is stored of the health: MDS never judged are left out (null)."""
-    return {name: store.pack({"uri": h.uri, "up": h.up, "since": h.since})
+    return {name: codec.pack({"uri": h.uri, "up": h.up, "since": h.since})
             for name, h in states.items() if h.up is not None}
 
 
@@ -90,9 +86,9 @@ def save(r, node, states):
     """Replace this proxy's health records."""
     known = records(states)
     pipe = r.pipeline(transaction=True)
-    pipe.delete(key(node))
+    pipe.delete(keyspace.mds_health_key(node))
     if known:
-        pipe.hset(key(node), mapping=known)
+        pipe.hset(keyspace.mds_health_key(node), mapping=known)
     pipe.execute()
 
 
@@ -199,16 +195,16 @@ class Prober:
             return {}
         interval = self.cfg.mds_probe_interval
         self.next_round = now + interval if interval > 0 else math.inf
-        mds = {k.decode(): store.unpack(v)["uri"]
-               for k, v in store.call(lambda r: r.hgetall(store.MDS_KEY)).items()}
+        mds = {k.decode(): codec.unpack(v)["uri"]
+               for k, v in clients.call(lambda r: r.hgetall(keyspace.MDS_KEY)).items()}
         answered = probe(mds, self.cfg.listen, self.cfg.domain) if interval > 0 else {}
         self.states = {name: update(self.states.get(name), mds[name], ok, now,
                                     self.cfg.mds_probe_threshold)
                        for name, ok in answered.items()}
         # Written only when Redis holds something else (a change, or a failover lost it):
-        # a write invalidates every call context that read it (lib/store.cached_script).
+        # a write invalidates every call context that read it (lib/store/wire.cached_script).
         node = self.cfg.node_id
-        held = {k.decode(): v for k, v in store.call(lambda r: r.hgetall(key(node))).items()}
+        held = {k.decode(): v for k, v in clients.call(lambda r: r.hgetall(keyspace.mds_health_key(node))).items()}
         if held != records(self.states):
-            store.call(lambda r: save(r, node, self.states))
+            clients.call(lambda r: save(r, node, self.states))
         return {name: h.up for name, h in self.states.items() if h.up is not None}

@@ -1,12 +1,14 @@
 """What `GET /api/v1/health` reports (contract section 1): the state store, the media relay
 and Kamailio itself, each asked directly, and whether this node sheds load (section 11,
-lib/overload); the first problem is the reason."""
+lib/features/overload); the first problem is the reason."""
 import logging
 import subprocess
 
 import redis
 
-from lib import media, overload, store
+from lib.decisions import media
+from lib.features import overload
+from lib.store import clients
 
 log = logging.getLogger("ua.health")
 KAMAILIO_TIMEOUT = 1.0
@@ -27,7 +29,7 @@ def problem(cfg, r):
     """None when every component answers, else why not, in a few words."""
     try:
         r.ping()
-    except (store.StoreUnavailable, redis.RedisError, OSError) as exc:
+    except (clients.StoreUnavailable, redis.RedisError, OSError) as exc:
         log.warning("health: state store unreachable: %s", exc)
         return "state store unreachable"
     if cfg.media == "rtpengine" and not media.alive(cfg.rtpengine_url):

@@ -84,7 +84,7 @@ def route_incoming(user, selected, contacts):
 def route_outgoing(caller, mds_uri, dialled, domain, mds_up=None):
     """A call placed by a device goes to the caller's MDS with the caller's identity.
     Returns None in standalone mode (no MDS): the call is then routed to a local user.
-    mds_up: the MDS's health (lib/mds_health); False answers 503 at once rather than
+    mds_up: the MDS's health (lib/features/mds_health); False answers 503 at once rather than
     letting the caller wait for tm's timeout, None (not known yet) lets the call through."""
     if not caller.get("mds"):
         return None

@@ -10,7 +10,8 @@ Redis only once it goes over the rate, and remembered here for EXEMPT_CACHE_SECO
 """
 import redis
 
-from lib import nodes, store
+from lib.features import nodes
+from lib.store import clients, keyspace
 
 COUNTS, BLOCKS = "ua_flood", "ua_flood_block"   # htable names (kamailio.cfg)
 EXEMPT_CACHE_SECONDS = 10
@@ -35,8 +36,8 @@ def exempt(ip, now):
     if cached and cached[1] > now:
         return cached[0]
     try:
-        answer = bool(store.call(lambda r: r.hexists(store.MDS_ADDR_KEY, ip))) or nodes.is_peer(ip)
-    except (store.StoreUnavailable, redis.RedisError):
+        answer = bool(clients.call(lambda r: r.hexists(keyspace.MDS_ADDR_KEY, ip))) or nodes.is_peer(ip)
+    except (clients.StoreUnavailable, redis.RedisError):
         return True
     _exempt[ip] = (answer, now + EXEMPT_CACHE_SECONDS)
     return answer

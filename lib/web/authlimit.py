@@ -15,12 +15,13 @@ import logging
 
 import redis
 
-from lib import provisioning, store
+from lib.store import clients, keyspace
+from lib.users import profiles
 
 log = logging.getLogger("ua.api")
 
 WINDOW_SECONDS = 60
-UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError, store.StoreUnavailable)
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError, clients.StoreUnavailable)
 
 # One round trip per failure. KEYS: the address's failures, its block, the account's
 # failures (a hash: "count", and one field per address), the account's warned flag.
@@ -49,14 +50,14 @@ return {blocked, count, redis.call('HLEN', KEYS[3]) - 1, warn}
 
 def blocked_for(r, address, number=None):
     """(seconds the address stays blocked or None, and user `number`'s
-    provisioning.AUTH_FIELDS when a number is given) in one round trip: the limit costs a
+    profiles.AUTH_FIELDS when a number is given) in one round trip: the limit costs a
     user's request nothing more than its password check. Without the store nothing is
     blocked: a user's password cannot be checked then anyway (its read fails), and the
     admin token is too long to guess."""
     pipe = r.pipeline(transaction=False)
-    pipe.ttl(store.api_block_key(address))
+    pipe.ttl(keyspace.api_block_key(address))
     if number:
-        pipe.hmget(store.user_key(number), provisioning.AUTH_FIELDS)
+        pipe.hmget(keyspace.user_key(number), profiles.AUTH_FIELDS)
     try:
         replies = pipe.execute()
     except UNREACHABLE:
@@ -71,11 +72,11 @@ def failed(r, cfg, address, account=None):
     """Count a failed authentication from `address` (against `account`, a user number,
     when the credentials named one); True when the address is blocked from now on."""
     try:
-        blocked, count, addresses, warn = store.script(
+        blocked, count, addresses, warn = clients.script(
             r, _FAILED,
-            keys=(store.api_failures_key(address), store.api_block_key(address),
-                  store.api_account_key(account or ""),
-                  store.api_account_warned_key(account or "")),
+            keys=(keyspace.api_failures_key(address), keyspace.api_block_key(address),
+                  keyspace.api_account_key(account or ""),
+                  keyspace.api_account_warned_key(account or "")),
             args=(cfg.api_auth_failures, cfg.api_auth_block_seconds, WINDOW_SECONDS,
                   address, "1" if account else "0"))
     except UNREACHABLE:

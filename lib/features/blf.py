@@ -7,24 +7,17 @@ t_uac_send.
   ua:presence:{N}   string the aggregated state last notified to N's watchers
   ua:watch:expiry   zset   "N|Call-ID" scored by expiry time (for the expiry timer)
 """
-import os
 from dataclasses import dataclass
 
-from lib import callstate, store
-from lib.dialoginfo import dialog_info_xml
-from lib.provisioning import profile_of
-from lib.registrar import classes_of, decode, live
+from lib import config
+from lib.decisions.dialoginfo import dialog_info_xml
+from lib.features import callstate
+from lib.features.registrar import classes_of, decode, live
+from lib.store import clients, codec, keyspace, wire
+from lib.users.profiles import profile_of
 
-MIN_EXPIRES = int(os.environ.get("UA_SUBSCRIBE_MIN_EXPIRES", "60"))
+MIN_EXPIRES = config.load().subscribe_min_expires
 MAX_EXPIRES = DEFAULT_EXPIRES = 3600
-EXPIRY_KEY = "ua:watch:expiry"
-
-
-watchers_key = store.watchers_key
-
-
-def presence_key(number):
-    return f"ua:presence:{{{number}}}"
 
 
 @dataclass
@@ -77,18 +70,18 @@ def notify(sub, state, now, terminated=None):
 
 def _inputs(r, number, now):
     pipe = r.pipeline(transaction=False)
-    pipe.hmget(store.user_key(number), "profile", "device")
-    pipe.hgetall(store.contacts_key(number))
-    pipe.hvals(store.calls_key(number))
-    pipe.get(presence_key(number))
-    pipe.hgetall(watchers_key(number))
+    pipe.hmget(keyspace.user_key(number), "profile", "device")
+    pipe.hgetall(keyspace.contacts_key(number))
+    pipe.hvals(keyspace.calls_key(number))
+    pipe.get(keyspace.presence_key(number))
+    pipe.hgetall(keyspace.watchers_key(number))
     (profile, selected), contacts, calls, last, watchers = pipe.execute()
     return profile, selected, contacts, calls, last, watchers
 
 
 def presence_of(profile, selected, contacts, calls, now):
     registered = classes_of(live(decode(contacts.items()), now))
-    state, _ = callstate.presence([store.unpack(c) for c in calls], profile["line_type"],
+    state, _ = callstate.presence([codec.unpack(c) for c in calls], profile["line_type"],
                                   selected.decode() if selected else None, registered, now)
     return state
 
@@ -101,20 +94,20 @@ def subscribe(sub, now):
         updated, message = notify(sub, state, now)
         save(r, updated, state)
         return message
-    return store.call(write)
+    return clients.call(write)
 
 
 def save(r, sub, state=None):
     pipe = r.pipeline(transaction=True)
-    pipe.hset(watchers_key(sub["number"]), sub["call_id"], store.pack(sub))
-    pipe.zadd(EXPIRY_KEY, {f"{sub['number']}|{sub['call_id']}": sub["expires_at"]})
+    pipe.hset(keyspace.watchers_key(sub["number"]), sub["call_id"], codec.pack(sub))
+    pipe.zadd(keyspace.WATCH_EXPIRY_KEY, {f"{sub['number']}|{sub['call_id']}": sub["expires_at"]})
     if state:
-        pipe.set(presence_key(sub["number"]), state)
+        pipe.set(keyspace.presence_key(sub["number"]), state)
     pipe.execute()
 
 
 def find(number, call_id):
-    return store.unpack(store.call(lambda r: r.hget(watchers_key(number), call_id)))
+    return codec.unpack(clients.call(lambda r: r.hget(keyspace.watchers_key(number), call_id)))
 
 
 def unsubscribe(sub, now, reason):
@@ -123,11 +116,11 @@ def unsubscribe(sub, now, reason):
         profile, selected, contacts, calls, _, _ = _inputs(r, sub["number"], now)
         state = presence_of(profile_of(profile), selected, contacts, calls, now)
         pipe = r.pipeline(transaction=True)
-        pipe.hdel(watchers_key(sub["number"]), sub["call_id"])
-        pipe.zrem(EXPIRY_KEY, f"{sub['number']}|{sub['call_id']}")
+        pipe.hdel(keyspace.watchers_key(sub["number"]), sub["call_id"])
+        pipe.zrem(keyspace.WATCH_EXPIRY_KEY, f"{sub['number']}|{sub['call_id']}")
         pipe.execute()
         return notify(sub, state, now, terminated=reason)[1]
-    return store.call(write)
+    return clients.call(write)
 
 
 def changed(numbers, now):
@@ -136,15 +129,15 @@ def changed(numbers, now):
         # Most users have no BLF watcher: one round trip tells, for all of them.
         pipe = r.pipeline(transaction=False)
         for number in numbers:
-            pipe.exists(watchers_key(number))
+            pipe.exists(keyspace.watchers_key(number))
         return _notify(r, [n for n, exists in zip(numbers, pipe.execute()) if exists], now)
-    return store.call(scan) if numbers else []
+    return clients.call(scan) if numbers else []
 
 
 def watched_changed(watched, now):
     """changed() for users already known to have watchers (the call-state writes tell,
     in their own round trip)."""
-    return store.call(lambda r: _notify(r, watched, now)) if watched else []
+    return clients.call(lambda r: _notify(r, watched, now)) if watched else []
 
 
 def _notify(r, watched, now):
@@ -157,29 +150,29 @@ def _notify(r, watched, now):
         if last and last.decode() == state:
             continue
         for raw in watchers.values():
-            updated, message = notify(store.unpack(raw), state, now)
+            updated, message = notify(codec.unpack(raw), state, now)
             save(r, updated, state)
             messages.append(message)
     return messages
 
 
 def late(now):
-    """NOTIFYs for the users a posted call event found watched (lib/callstate.LATE_KEY):
+    """NOTIFYs for the users a posted call event found watched (lib/keyspace.BLF_LATE_KEY):
     a watcher subscribed while the event was on its way. changed() sends only what the
     watchers have not seen."""
-    numbers = store.run(("LPOP", callstate.LATE_KEY, 1000))[0] or []
+    numbers = wire.run(("LPOP", keyspace.BLF_LATE_KEY, 1000))[0] or []
     return changed(sorted({n.decode() for n in numbers}), now)
 
 
 def expired(now):
     """Terminating NOTIFYs for the subscriptions whose time is up."""
-    due = store.call(lambda r: r.zrangebyscore(EXPIRY_KEY, "-inf", now))
+    due = clients.call(lambda r: r.zrangebyscore(keyspace.WATCH_EXPIRY_KEY, "-inf", now))
     messages = []
     for member in due:
         number, _, call_id = member.decode().partition("|")
         sub = find(number, call_id)
         if sub is None:
-            store.call(lambda r: r.zrem(EXPIRY_KEY, member))
+            clients.call(lambda r: r.zrem(keyspace.WATCH_EXPIRY_KEY, member))
             continue
         messages.append(unsubscribe(sub, now, "timeout"))
     return messages
@@ -188,5 +181,5 @@ def expired(now):
 def notify_later(r, number):
     """A change made outside Kamailio (the API server's device selection) that may move
     the user's presence: the BLF timer tells the watchers within its second (late())."""
-    if r.exists(watchers_key(number)):
-        r.rpush(callstate.LATE_KEY, number)
+    if r.exists(keyspace.watchers_key(number)):
+        r.rpush(keyspace.BLF_LATE_KEY, number)

@@ -3,9 +3,11 @@ few store operations that read and apply it."""
 from dataclasses import dataclass, field
 
 from lib import config as cfgmod
-from lib import metrics, sipmsg, store
-from lib.provisioning import profile_of
-from lib.routing import DEVICE_CLASSES, class_allowed, device_class, device_status
+from lib import metrics
+from lib.decisions import sipmsg
+from lib.decisions.routing import DEVICE_CLASSES, class_allowed, device_class, device_status
+from lib.store import clients, codec, keyspace, wire
+from lib.users.profiles import profile_of
 
 # Keep the contacts hash a little beyond its last binding so clock skew never cuts one short.
 KEY_GRACE_SECONDS = 60
@@ -24,7 +26,7 @@ class RegisterRequest:
     call_id: str
     cseq: int
     node: str
-    node_addr: str | None = None    # where other proxies relay to this node (lib/nodes)
+    node_addr: str | None = None    # where other proxies relay to this node (lib/features/nodes)
 
 
 @dataclass
@@ -134,9 +136,9 @@ def contact_expires(params, header_expires, default_expires):
 
 def load(number):
     """(profile, ha1, contacts) of a user in one round trip."""
-    (profile, ha1), contacts = store.run(("HMGET", store.user_key(number), "profile", "ha1"),
-                                         ("HGETALL", store.contacts_key(number)))
-    return profile_of(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts))
+    (profile, ha1), contacts = wire.run(("HMGET", keyspace.user_key(number), "profile", "ha1"),
+                                         ("HGETALL", keyspace.contacts_key(number)))
+    return profile_of(profile), ha1.decode() if ha1 else None, decode(wire.pairs(contacts))
 
 
 def apply(number, result):
@@ -144,29 +146,29 @@ def apply(number, result):
     watchers (asked in the same round trip)."""
     if not result.upserts and not result.removals:
         return False
-    key = store.contacts_key(number)
+    key = keyspace.contacts_key(number)
     commands = [("MULTI",)]
     if result.removals:
         commands.append(("HDEL", key, *result.removals))
         commands += unindex(number, result.removals)
     for fld, contact in result.upserts.items():
         commands.append(("HSET", key, fld, stored(contact)))
-        commands.append(("ZADD", metrics.registrations_key(contact["class"]),
+        commands.append(("ZADD", keyspace.registrations_key(contact["class"]),
                          contact["expires_at"], metrics.registration_member(number, fld)))
         if contact["peer"] is not None:
-            ckey = store.conn_key(contact["node"], contact["peer"])
+            ckey = keyspace.conn_key(contact["node"], contact["peer"])
             commands += [("SADD", ckey, f"{number}|{fld}"),
                          ("EXPIREAT", ckey, int(contact["expires_at"]) + KEY_GRACE_SECONDS),
-                         ("SADD", store.conns_key(contact["node"]), contact["peer"])]
+                         ("SADD", keyspace.conns_key(contact["node"]), contact["peer"])]
     if result.last_expiry is not None:
         # The hash lives as long as its longest binding, so a missed close event still
         # ends; only ever extended (NX for a new key, GT after): a concurrent REGISTER
         # that saw fewer bindings never cuts another's short.
         until = int(result.last_expiry) + KEY_GRACE_SECONDS
         commands += [("EXPIREAT", key, until, "NX"), ("EXPIREAT", key, until, "GT")]
-    commands += [("EXEC",), ("EXISTS", store.watchers_key(number))]
-    watched = store.run(*commands)[-1]
-    store.acknowledged(reroutes=result.reroutes)  # the 200 acknowledges (contract section 2)
+    commands += [("EXEC",), ("EXISTS", keyspace.watchers_key(number))]
+    watched = wire.run(*commands)[-1]
+    wire.acknowledged(reroutes=result.reroutes)  # the 200 acknowledges (contract section 2)
     return bool(watched)
 
 
@@ -178,7 +180,7 @@ CONTACT_FIELDS = ("uri", "params", "class", "expires_at", "source", "socket", "c
 
 
 def stored(contact):
-    return store.pack([contact.get(name) for name in CONTACT_FIELDS])
+    return codec.pack([contact.get(name) for name in CONTACT_FIELDS])
 
 
 def decode(pairs):
@@ -186,7 +188,7 @@ def decode(pairs):
     also carries its own field."""
     contacts = {}
     for fld, raw in pairs:
-        record = store.unpack(raw)
+        record = codec.unpack(raw)
         contact = record if isinstance(record, dict) else dict(zip(CONTACT_FIELDS, record))
         contact["field"] = fld.decode()
         contacts[contact["field"]] = contact
@@ -200,26 +202,26 @@ def classes_of(contacts):
 
 
 def contacts_of(number, now):
-    return live(decode(store.call(lambda r: r.hgetall(store.contacts_key(number))).items()),
+    return live(decode(clients.call(lambda r: r.hgetall(keyspace.contacts_key(number))).items()),
                 now)
 
 
 def unindex(number, fields):
     """Bindings gone from the registration counts (a field starts with its class)."""
-    return [("ZREM", metrics.registrations_key(fld.split("|", 1)[0]),
+    return [("ZREM", keyspace.registrations_key(fld.split("|", 1)[0]),
              metrics.registration_member(number, fld)) for fld in fields]
 
 
 def remove_bindings(number, fields):
     """Rule 7: a browser that never answered anything is gone; so are its bindings."""
     if fields:
-        store.run(("MULTI",), ("HDEL", store.contacts_key(number), *fields),
+        wire.run(("MULTI",), ("HDEL", keyspace.contacts_key(number), *fields),
                   *unindex(number, fields), ("EXEC",))
 
 
 def registered_classes(r, number, now):
     """Which device classes of a user have a live binding (used by the API)."""
-    return classes_of(live(decode(r.hgetall(store.contacts_key(number)).items()), now))
+    return classes_of(live(decode(r.hgetall(keyspace.contacts_key(number)).items()), now))
 
 
 def device_view(r, number, line_type, selected, now):
@@ -234,13 +236,13 @@ def device_view(r, number, line_type, selected, now):
 # A connection closed: remove the bindings it carried, unless a newer registration
 # re-used the same binding key over another connection meanwhile. Connections are named
 # by the device's ip:port: Kamailio's close event no longer knows the connection id.
-_DROP_CONNECTION = """
+_DROP_CONNECTION = keyspace.lua("""
 local node, peer = ARGV[1], ARGV[2]
 local removed = {}
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local sep = string.find(member, '|', 1, true)
   local number = string.sub(member, 1, sep - 1)
-  local ckey = 'ua:contacts:{' .. number .. '}'
+  local ckey = $contacts_key
   local fld = string.sub(member, sep + 1)
   local raw = redis.call('HGET', ckey, fld)
   if raw then
@@ -248,7 +250,7 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local class, c_peer, c_node = c[3] or c['class'], c[8] or c['peer'], c[9] or c['node']
     if c_node == node and c_peer == peer then
       redis.call('HDEL', ckey, fld)
-      redis.call('ZREM', 'ua:reg:' .. class,
+      redis.call('ZREM', $registrations_prefix .. class,
                  number .. '|' .. string.sub(redis.sha1hex(fld), 1, 12))
       table.insert(removed, number)
     end
@@ -257,17 +259,17 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], peer)
 return removed
-"""
+""")
 
 
 def drop_connection(node, peer):
     """The numbers of the users whose bindings went with the connection (once each)."""
-    removed = store.call(lambda r: store.script(
-        r, _DROP_CONNECTION, (store.conn_key(node, peer), store.conns_key(node)), (node, peer)))
+    removed = clients.call(lambda r: clients.script(
+        r, _DROP_CONNECTION, (keyspace.conn_key(node, peer), keyspace.conns_key(node)), (node, peer)))
     return sorted({n.decode() for n in removed})
 
 
 def drop_node_connections(node):
     """At start-up: every connection this node held before is gone with its process."""
-    peers = store.call(lambda r: r.smembers(store.conns_key(node)))
+    peers = clients.call(lambda r: r.smembers(keyspace.conns_key(node)))
     return sum(len(drop_connection(node, p.decode())) for p in peers)

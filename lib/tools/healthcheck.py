@@ -1,7 +1,7 @@
 """The container's health check (docker/Dockerfile HEALTHCHECK, docker/compose.yaml): exit 0
 when the API server's `/api/v1/health` answers 200 (Kamailio, Redis and rtpengine answer)
 on the address and port the proxy's own settings give, 1 otherwise.
-`python -m lib.healthcheck`."""
+`python -m lib.tools.healthcheck`."""
 import sys
 import urllib.request
 

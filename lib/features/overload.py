@@ -31,6 +31,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib import config
+
 TABLE, LEVEL_KEY = "ua_overload", "level"      # htable (kamailio.cfg)
 NORMAL, CALLS, ALL = 0, 1, 2
 SAMPLE_MS = 20
@@ -53,19 +55,17 @@ class Marks:
     shm_low: float
 
 
-def marks(env=None):
-    """UA_OVERLOAD_QUEUE_PERCENT of the SIP listener's receive buffer (INVITEs shed above;
+def marks(queue_percent, shm_percent):
+    """`queue_percent` (UA_OVERLOAD_QUEUE_PERCENT) of the SIP listener's receive buffer (INVITEs shed above;
     REGISTERs halfway between that and a full buffer; shedding stops below an eighth) and
-    UA_OVERLOAD_SHM_PERCENT of shared memory (INVITEs above; REGISTERs above +10 points;
+    `shm_percent` (UA_OVERLOAD_SHM_PERCENT) of shared memory (INVITEs above; REGISTERs above +10 points;
     stops below -10). Past the buffer, datagrams are dropped and come back as
     retransmissions, which is what shedding is there to avoid; below the mark, the buffer
     absorbs the workers' short stalls (kamailio.cfg's maxbuffer: 4 MB here, about 130 ms
     of work at 1000 calls/s before the CALLS mark, 250 ms before drops). At 25 %, make
     soak shed 339 calls of 470,400 at half the sustainable rate, in 4 stalls of a shared
     core."""
-    env = os.environ if env is None else env
-    queue = float(env.get("UA_OVERLOAD_QUEUE_PERCENT", "50")) / 100
-    shm = float(env.get("UA_OVERLOAD_SHM_PERCENT", "60")) / 100
+    queue, shm = queue_percent / 100, shm_percent / 100
     return Marks(queue, queue + (1 - queue) / 2, queue / 8, shm, min(shm + 0.1, 0.75),
                  max(shm - 0.1, 0))
 
@@ -146,11 +146,11 @@ def buffer_use(sock):
 class Monitor:
     """The timer process's state: the current level, when to log, the status file."""
 
-    def __init__(self, listen, sip_port, run_dir, m=None):
-        self.marks = m or marks()
-        self.address = udp_local_address(listen, sip_port)
-        self.proc_file = "/proc/net/udp6" if ":" in listen else "/proc/net/udp"
-        self.status_path = Path(run_dir) / STATUS_FILE if run_dir else None
+    def __init__(self, cfg, m=None):
+        self.marks = m or marks(cfg.overload_queue_percent, cfg.overload_shm_percent)
+        self.address = udp_local_address(cfg.listen, cfg.sip_port)
+        self.proc_file = "/proc/net/udp6" if ":" in cfg.listen else "/proc/net/udp"
+        self.status_path = Path(cfg.run_dir) / STATUS_FILE if cfg.run_dir else None
         self.level, self.logged = NORMAL, float("-inf")
         self.normal_since = None
         self.published = False      # the status file is there
@@ -207,7 +207,7 @@ def write_status(path, reason):
 def status(run_dir=None):
     """None, or why this node sheds load now (or did within HEALTH_HOLD_SECONDS): for any
     health endpoint. The run directory is the runner's (UA_RUN_DIR)."""
-    run_dir = run_dir or os.environ.get("UA_RUN_DIR")
+    run_dir = run_dir or config.load().run_dir
     if not run_dir:
         return None
     try:

@@ -3,7 +3,7 @@ rules 1 and 7, section 5) as pure decisions over plain data. The glue asks
 `before_ringing` in the request route and `after_failure` in tm's failure route."""
 from dataclasses import dataclass, field
 
-from lib.routing import WEBRTC, Reject
+from lib.decisions.routing import Reject, WEBRTC
 
 # Diversion reasons (RFC 5806) by rule; `dnd` uses the busy destination.
 DIVERSION_REASON = {"unconditional": "unconditional", "busy": "user-busy", "dnd": "user-busy",

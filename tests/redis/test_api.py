@@ -684,7 +684,7 @@ def test_redis_down_503_then_recovers(call, users, redis_server, counted):
 
 def test_unconfigured_store_503(call, monkeypatch):
     monkeypatch.setenv("UA_REDIS_URL", "")
-    from tests.conftest import reset_store_client
+    from tests.support.redisfixtures import reset_store_client
     reset_store_client()
     resp = call("GET", "/api/v1/health")
     assert resp.status == 503

@@ -26,8 +26,8 @@ from bench.run import (DESKPHONE_IP, PASSWORD, REGISTRAR_IP, Users, descendants,
 from tests.support.fixtures import MDS_IP
 from tests.support.sipp import free_port
 from tests.support.udpclient import UdpClient
-from tests.test_forwarding import forwards
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.proxy.test_forwarding import forwards
+from tests.support.devices import browser, deskphone, wait_until
 
 USERS = Users(40)           # 20 called by the MDS (registered once), 20 re-registering
 CALL_RATE, REGISTER_RATE = 20, 10

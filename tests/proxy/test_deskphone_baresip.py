@@ -23,8 +23,8 @@ from tests.support.baresip import Baresip
 from tests.support.fixtures import MDS_IP
 from tests.support.sipua import WsPhone
 # the standalone calls use the same real rtpengine and media-adapting proxy as the media tests
-from tests.test_media import media_proxy, rtpengine  # noqa: F401
-from tests.test_unique_account import browser
+from tests.proxy.test_media import media_proxy, rtpengine  # noqa: F401
+from tests.support.devices import browser
 
 RTP_IP = "127.0.0.61"       # the browser-type client's media endpoint
 RTPENGINE_PORTS = range(40000, 50000)       # tests.support.rtpengineproc's port range

@@ -6,13 +6,13 @@ into plain RTP for baresip and back. Media is counted at all three places: the p
 getStats(), baresip's RTCP session and rtpengine's per-side counters."""
 import time
 
-from tests.test_browser_softphone import rtp_packets_by_protocol, tab  # noqa: F401
+from tests.proxy.test_browser_softphone import rtp_packets_by_protocol, tab  # noqa: F401
 # baresip deskphones, and the standalone users 1000 (deskphone selected) and 2000
-from tests.test_deskphone_baresip import baresips, standalone  # noqa: F401
+from tests.proxy.test_deskphone_baresip import baresips, standalone  # noqa: F401
 # the same real rtpengine and media-adapting proxy as the media tests
-from tests.test_media import (assert_plain_rtp_on_rtpengine, media_proxy,  # noqa: F401
-                              released, rtpengine)
-from tests.test_unique_account import wait_until
+from tests.proxy.test_media import (assert_plain_rtp_on_rtpengine, media_proxy,  # noqa: F401
+                                    released, rtpengine)
+from tests.support.devices import wait_until
 
 ENOUGH = 100        # RTP packets each way: two seconds of 20 ms audio
 

@@ -10,8 +10,9 @@ from tests.support.proxy import Proxy
 from tests.support.rtpengineproc import RtpengineProcess
 from tests.support.sipp import free_port
 from tests.support.sipua import webrtc_sdp
-from tests.test_forwarding import RING_SECONDS, assert_browser_ring_time_holds_with_early_media
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.proxy.test_forwarding import (RING_SECONDS,
+                                         assert_browser_ring_time_holds_with_early_media)
+from tests.support.devices import browser, deskphone, wait_until
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 

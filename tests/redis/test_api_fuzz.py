@@ -55,14 +55,13 @@ from jsonschema import Draft202012Validator
 from lib import config
 from lib.features import callstate
 from lib.store import clients, codec, keyspace
-from lib.users import forward_rules, profiles, validation
-from lib.users import csvio
+from lib.users import csvio, forward_rules, profiles, validation
 from lib.web import models
-from lib.web.app import ADMIN, ANY_USER, NONE, PREFIX, USER, create_app
+from lib.web.app import ADMIN, NONE, PREFIX, USER, create_app
 from lib.web.users import HISTORY_LIMIT_MAX
 from starlette.testclient import TestClient
 
-from tests.conftest import reset_store_client
+from tests.support.redisfixtures import reset_store_client
 from tests.support.apicall import answer, client
 
 BIG = 12 * 1024                 # UA_API_MAX_BODY of the fuzzed server: bodies around it

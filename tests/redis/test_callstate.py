@@ -10,7 +10,7 @@ from lib.decisions.dialoginfo import parse_dialog_states
 from lib.features import blf, callstate
 from lib.store import keyspace, wire
 from lib.users.provisioning import Provisioning
-from tests.conftest import reset_store_client
+from tests.support.redisfixtures import reset_store_client
 
 NOW = time.time()
 

@@ -4,37 +4,17 @@ process, counting what the routes decided; Kamailio's own figures as kamailio_* 
 import re
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from lib import metrics
 from tests.support.fixtures import provision_site
 from tests.support.proxy import Proxy
-from tests.test_forwarding import forwards
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.support.scrape import samples, scrape, value
+from tests.proxy.test_forwarding import forwards
+from tests.support.devices import browser, deskphone, wait_until
 
 TYPES = {**{name: "counter" for name in metrics.COUNTERS},
          **{name: "gauge" for name in [*metrics.GAUGES, metrics.MDS_UP,
                                        *metrics.KAMAILIO_GAUGES]},
          metrics.ROUTING_HISTOGRAM: "histogram"}
-
-
-def scrape(site, with_headers=False):
-    with urllib.request.urlopen(site.proxy.api_url + "/metrics", timeout=5) as resp:
-        assert resp.status == 200
-        text = resp.read().decode()
-        return (text, resp.headers) if with_headers else text
-
-
-def samples(text):
-    """{(name, ((label, value), ...)): value} of every sample, parsed by the client's
-    own parser."""
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for metric in text_string_to_metric_families(text) for sample in metric.samples}
-
-
-def value(text, family, **labels):
-    """The sample named `family` with exactly these labels (0 when absent)."""
-    return samples(text).get((family, tuple(sorted(labels.items()))), 0.0)
 
 
 def counter_series():

@@ -1,7 +1,7 @@
 """Stored state survives restarts of the proxy and of Redis (AOF); registrations bound to
 a connection of a restarted proxy do not (contract section 2)."""
 
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.support.devices import browser, deskphone, wait_until
 
 
 def test_selection_and_udp_registration_survive_restarts(site, redis_server):

@@ -25,7 +25,7 @@ from tests.support.fixtures import DESKPHONE_IP, provision_site
 from tests.support.proxy import ROOT, TOKEN, Proxy
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
-from tests.test_unique_account import wait_until
+from tests.support.devices import wait_until
 
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "containers.conf")}
 IMAGE = "localhost/ua-proxy:test"

@@ -1,48 +1,16 @@
 """The seed's Unique Account features, end to end: real Kamailio + Redis, the MDS and the
 deskphone played by SIPp, the UC Assistant by a SIP-over-WebSocket client."""
-import threading
 import time
 
 import pytest
 
-from tests.support.fixtures import DESKPHONE_IP, MDS_IP
+from tests.support.devices import (assert_reached_mds_as, browser, browser_calls_mds, deskphone,
+                                   deskphone_calls_mds, in_background, wait_until)
+from tests.support.fixtures import DESKPHONE_IP
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
-
-
-def browser(site, number="1000", password="secret", register=True):
-    phone = WsPhone(site.proxy.ws_url, number, password, site.proxy.domain)
-    phone.connect()
-    if register:
-        assert phone.register().status == 200
-    return phone
-
-
-def deskphone(site, number="1000", password="secret", expires=600):
-    """Register a SIPp deskphone over UDP, then keep it answering on the same port."""
-    port = free_port(DESKPHONE_IP)
-    result = site.sipp("deskphone_register", DESKPHONE_IP, port, keys={
-        "user": number, "password": password, "expires": str(expires)}).run()
-    assert result.received(200), result.stderr
-    return site.sipp("deskphone_answer", DESKPHONE_IP, port, timeout=20).start()
-
-
-def wait_until(check, timeout=3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
-def in_background(fn):
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("value", fn()), daemon=True)
-    thread.start()
-    return thread, result
 
 
 # --- Use UC Assistant ------------------------------------------------------------------
@@ -187,34 +155,6 @@ def test_two_tabs_both_ring_first_answer_wins_other_gets_cancel(site):
 
 
 # --- Calls placed by a device ----------------------------------------------------------
-
-def browser_calls_mds(site, dialled, headers=()):
-    """1000's browser places a call, answered by the MDS: the INVITE the MDS received."""
-    mds = site.mds_answer()
-    tab = browser(site)
-    call = tab.invite(f"sip:{dialled}@{site.proxy.domain}", headers=headers)
-    assert call.response.status == 200
-    assert call.bye().status == 200
-    tab.close()
-    return mds.wait(10).received("INVITE")[0]
-
-
-def deskphone_calls_mds(site, dialled, user, transport="u1"):
-    """A SIPp deskphone of `user` places a call: the INVITE the MDS received."""
-    mds = site.mds_answer()
-    port = site.proxy.tls_port if transport == "l1" else site.proxy.sip_port
-    outcome = site.sipp("deskphone_call", DESKPHONE_IP, transport=transport,
-                        remote=f"{site.proxy.listen}:{port}",
-                        keys={"service": dialled, "user": user, "password": "secret"}).run()
-    assert outcome.ok, outcome.describe()
-    return mds.wait(10).received("INVITE")[0]
-
-
-def assert_reached_mds_as(site, invite, dialled, number):
-    """Relayed as dialled to the user's MDS, with the user's identity and only that."""
-    assert invite.ruri == f"sip:{dialled}@{MDS_IP}:{site.mds_port}"
-    assert invite.header_all("P-Asserted-Identity") == [f"<sip:{number}@{site.proxy.domain}>"]
-
 
 def test_browser_call_reaches_mds_with_users_identity(site):
     forged = ("P-Asserted-Identity", f"<sip:9999@{site.proxy.domain}>")

@@ -10,9 +10,8 @@ from tests.support.fixtures import DESKPHONE_IP
 from tests.support.proxy import ROOT
 from tests.support.sipp import free_port
 from tests.support.sipua import WsPhone, webrtc_sdp
-from tests.test_unique_account import (assert_reached_mds_as, browser, browser_calls_mds,
-                                       deskphone, deskphone_calls_mds, in_background,
-                                       wait_until)
+from tests.support.devices import (assert_reached_mds_as, browser, browser_calls_mds,
+                                   deskphone, deskphone_calls_mds, in_background, wait_until)
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 

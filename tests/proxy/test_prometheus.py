@@ -14,9 +14,9 @@ from lib import metrics
 from tests.support.fixtures import provision_site
 from tests.support.prometheus import PrometheusProcess
 from tests.support.proxy import ROOT, Proxy
-from tests.test_deployment_files import DASHBOARD, dashboard_queries
-from tests.test_metrics import TYPES, traffic
-from tests.test_unique_account import wait_until
+from tests.proxy.test_deployment_files import DASHBOARD, dashboard_queries
+from tests.proxy.test_metrics import TYPES, traffic
+from tests.support.devices import wait_until
 
 NODE = "prom-node"
 STALE_CALLS = 1000      # counted by a previous run; a start clears them

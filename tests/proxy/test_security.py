@@ -13,7 +13,7 @@ from tests.support.fixtures import MDS_IP, provision_site
 from tests.support.proxy import Proxy
 from tests.support.sipmessage import SipMessage
 from tests.support.udpclient import UdpClient
-from tests.test_metrics import scrape, value
+from tests.support.scrape import scrape, value
 
 ATTACKER_IP = "127.0.0.43"
 

@@ -14,8 +14,8 @@ from lib.users.provisioning import Provisioning
 from tests.support.fixtures import DESKPHONE_IP, Site
 from tests.support.proxy import Proxy
 from tests.support.sipp import Sipp, free_port
-from tests.test_metrics import scrape, value
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.support.scrape import scrape, value
+from tests.support.devices import browser, deskphone, wait_until
 
 MDS_IPS = {"mds1": "127.0.0.10", "mds2": "127.0.0.11"}
 STRANGER_IP = "127.0.0.12"

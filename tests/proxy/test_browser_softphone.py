@@ -11,8 +11,8 @@ from tests.support.browser import Softphone
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
 # the same real rtpengine and media-adapting proxy as the media tests
-from tests.test_media import media_proxy, rtpengine, site  # noqa: F401
-from tests.test_unique_account import wait_until
+from tests.proxy.test_media import media_proxy, rtpengine, site  # noqa: F401
+from tests.support.devices import wait_until
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 

@@ -18,7 +18,7 @@ from lib.tools import healthcheck
 from tests.support.fixtures import provision_site
 from tests.support.proxy import Proxy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "unique-account.json"
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "offset",

@@ -7,8 +7,8 @@ import pytest
 
 from lib.decisions.dialoginfo import parse_dialog_states
 from tests.support.fixtures import DESKPHONE_IP
-from tests.test_forwarding import forwards
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.proxy.test_forwarding import forwards
+from tests.support.devices import browser, deskphone, wait_until
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 

@@ -14,7 +14,7 @@ import urllib.parse
 import pytest
 
 from tests.support.proxy import TOKEN, Proxy
-from tests.test_metrics import value
+from tests.support.scrape import value
 
 BLOCK_SECONDS = 3
 LIMITED = {"UA_API_AUTH_FAILURES": "10", "UA_API_AUTH_BLOCK_SECONDS": str(BLOCK_SECONDS)}

@@ -15,7 +15,7 @@ import urllib.request
 from lib.store import keyspace
 from lib.users import csvio
 from tests.support.proxy import TOKEN
-from tests.test_unique_account import browser, wait_until
+from tests.support.devices import browser, wait_until
 
 USERS = 100_000
 BIG = 40 * 1024 * 1024

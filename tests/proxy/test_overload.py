@@ -14,8 +14,8 @@ from tests.support.fixtures import MDS_IP, provision_site
 from tests.support.proxy import Proxy
 from tests.support.sipmessage import SipMessage, split_list
 from tests.support.udpclient import UdpClient
-from tests.test_metrics import scrape, value
-from tests.test_unique_account import deskphone, wait_until
+from tests.support.scrape import scrape, value
+from tests.support.devices import deskphone, wait_until
 
 BURST = 1500        # new INVITEs on each side of the BYE
 # an overload is no ERROR; its WARNING comes once, not per request

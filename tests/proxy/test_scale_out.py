@@ -11,7 +11,7 @@ import pytest
 from tests.support.fixtures import MDS_IP, Site
 from tests.support.proxy import Proxy
 from tests.support.sipp import free_port
-from tests.test_unique_account import browser, deskphone, wait_until
+from tests.support.devices import browser, deskphone, wait_until
 
 
 @pytest.fixture

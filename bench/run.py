@@ -262,6 +262,13 @@ class NativeProxy(Proxy):
             self.redis_server.stop()
 
 
+def runner_module(root):
+    """The runner of the tree at `root`: lib/tools/runner.py, or lib/runner.py in the trees
+    before lib/ was split into packages (bench/side_by_side.py runs older revisions)."""
+    return "lib.tools.runner" if (Path(root) / "lib" / "tools" / "runner.py").exists() \
+        else "lib.runner"
+
+
 class UniqueAccountProxy(Proxy):
     """U: this project, started as `make run` starts it (python -m lib.tools.runner); metrics
     False: with UA_METRICS=0 (the SIP side counts nothing); `root`: the tree it runs from
@@ -300,8 +307,9 @@ class UniqueAccountProxy(Proxy):
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
         with open(self.workdir / "proxy.log", "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lib.tools.runner"], cwd=self.root,
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", runner_module(self.root)],
+                                         cwd=self.root, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
         wait_for(lambda: answers_options(self.addr), 60, f"proxy {self.name}")
         self.pin()
         return self

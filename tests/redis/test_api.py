@@ -723,7 +723,7 @@ def test_health_degraded_while_media_relay_unreachable(call, tmp_path):
 
 
 def test_a_change_is_answered_only_after_every_cache_heard_of_it(call, users, monkeypatch):
-    """The API's answer follows store.acknowledged's round trip (tests/test_store_unit.py
+    """The API's answer follows store.acknowledged's round trip (tests/redis/test_store.py
     shows why it must); a read acknowledges nothing."""
     pings, ping = [], redis.Redis.ping
     monkeypatch.setattr(redis.Redis, "ping", lambda self, **kw: (pings.append(1),

@@ -113,7 +113,7 @@ def test_an_acknowledged_change_applies_to_the_very_next_call_every_time(prov, c
     then at once the routing read, 200 times over. The API's and the registrar's own work
     after their write leaves Redis time to send the invalidations, so this passes even
     without store.acknowledged's round trip: the race itself is pinned down by
-    tests/test_store_unit.py, whose read comes right after the write."""
+    tests/redis/test_store.py, whose read comes right after the write."""
     load = lambda: calls.load_context("127.0.0.10", "", "1000", time.time(), NODE)  # noqa
     for n in range(200):
         device = ("webrtc", "deskphone")[n % 2]

@@ -182,7 +182,7 @@ def test_register_writes_in_one_round_trip_and_ttl_only_grows(redis_url, r, monk
 
 def test_a_200_that_reroutes_waits_until_every_cache_heard_and_a_refresh_does_not(
         redis_url, monkeypatch):
-    """store.acknowledged's round trip comes after the write (tests/test_store_unit.py
+    """store.acknowledged's round trip comes after the write (tests/redis/test_store.py
     shows why it must)."""
     sent, run = [], wire.run
     monkeypatch.setattr(wire, "run", lambda *commands: (

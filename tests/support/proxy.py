@@ -25,7 +25,7 @@ ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL|CRIT|ALERT|BUG|EMERG):|^ua-api: (?
 
 class Proxy:
     # Every log a proxy of this test session wrote, and every credential the session gave
-    # a proxy: no log may hold one (contract section 9; tests/conftest.py checks at the end).
+    # a proxy: no log may hold one (contract section 9; tests/proxy/conftest.py checks at the end).
     logs = set()
     credentials = {TOKEN}
 
@@ -43,13 +43,13 @@ class Proxy:
             # lets a test see a BLF subscription expire within seconds
             "UA_SUBSCRIBE_MIN_EXPIRES": "1",
             # MDS probing off: most tests run their SIPp MDS only around a call, so it
-            # would be marked down between calls (tests/test_mds.py turns it on)
+            # would be marked down between calls (tests/proxy/test_mds.py turns it on)
             "UA_MDS_PROBE_INTERVAL": "0",
             # flood protection off whatever the default: the bad-SIP corpus and the loads
-            # come from one address at hundreds per second (tests/test_security.py sets it)
+            # come from one address at hundreds per second (tests/proxy/test_security.py sets it)
             "UA_FLOOD_RATE": "0",
             # no block of failed API authentications either: the API tests send wrong
-            # credentials from 127.0.0.1 on purpose (tests/test_api_security.py sets it)
+            # credentials from 127.0.0.1 on purpose (tests/proxy/test_api_security.py sets it)
             "UA_API_AUTH_FAILURES": "0", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"

@@ -93,13 +93,17 @@ def guarded(fn, *args):
 
 
 def quietly(fn, *args):
-    """Bookkeeping after the request was relayed: log a failure, never answer it."""
+    """Work with no request to answer: log a failure, never answer it. Bookkeeping after
+    the request was relayed, and the timer and event routes: Kamailio runs those on a
+    stand-in OPTIONS of its own (core/fmsg.c) whose source, 127.0.0.1 stored in host byte
+    order, reads 1.0.0.127:5060, and whose reply lumps pile up from one run to the next."""
     try:
         fn(*args)
     except store.StoreUnavailable:
         count("ua_store_errors_total")
     except Exception:
         KSR.err("ua: " + traceback.format_exc().replace("\n", " | ") + "\n")
+    return 1
 
 
 def can_answer():
@@ -692,12 +696,12 @@ class kamailio:
             now = time.time()
             for message in blf.late(now) + blf.expired(now):
                 send_notify(message)
-        return guarded(expire)
+        return quietly(expire)
 
     # --- MDS health: OPTIONS probes from a timer process of their own ---------------------
 
     def ksr_mds_timer(self, msg, *args):
-        return guarded(MDS_PROBER.tick, time.time())
+        return quietly(MDS_PROBER.tick, time.time())
 
     # --- overload: the node's own state, sampled in a timer process of its own ----------
 
@@ -711,7 +715,7 @@ class kamailio:
             KSR.htable.sht_seti(overload.TABLE, overload.LEVEL_KEY, level)
             if line:
                 KSR.warn(f"ua: {line}\n")
-        return guarded(sample)
+        return quietly(sample)
 
     # --- connections ------------------------------------------------------------------
 
@@ -749,7 +753,7 @@ class kamailio:
         def closed():
             self.presence_changed(
                 registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
-        return guarded(closed)
+        return quietly(closed)
 
     # --- HTTP: the WebSocket handshake only (the API has its own server, lib/web) -------
 

@@ -144,6 +144,15 @@ class _Link:
                 raise hiredis.ProtocolError("a reply to no command")
             self.on_push(reply)
 
+    def closed_meanwhile(self):
+        """Whether Redis closed this connection since its last use (a restart), the replies
+        that came before the close read first, without waiting."""
+        self.collect(wait=False)
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+
     def close(self):
         self.conn.disconnect()
         self.sock = self.reader = None
@@ -194,6 +203,11 @@ def _exchange(link, commands, post=False):
             sock = link.ready()
             if link.on_push:
                 link.drain()
+            elif post and reused and link.closed_meanwhile():
+                # A post has no reply to tell: into a closed socket it would wait for this
+                # process's next round trip, behind the writes other processes make of the
+                # same call meanwhile (an ACK's answer finding no call, read as missed).
+                raise redis.ConnectionError("connection closed by Redis")
             if resend:
                 sock.sendall(_packed(c for posted in resend for c in posted))
                 link.posted.extend(resend)

@@ -3,6 +3,7 @@ connection it holds was closed by Redis meanwhile."""
 import pytest
 
 from lib.store import clients, wire
+from tests.support.devices import wait_until
 
 
 def test_a_connection_closed_by_a_restart_is_replaced_not_failed_on(redis_server, r):
@@ -49,6 +50,16 @@ def test_posts_a_dead_redis_took_with_it_are_sent_again(redis_server, redis_url,
     redis_server.kill()
     redis_server.start()
     assert wire.run(("GET", "k")) == [b"posted"]
+
+
+def test_a_post_after_a_restart_goes_at_once_on_a_new_connection(redis_server, redis_url, r):
+    """Not left in the socket the restart closed until this process's next round trip:
+    another process's later write of the same call would be applied before it."""
+    wire.post(("SET", "k", "before"))        # its reply unread when Redis goes
+    redis_server.stop()
+    redis_server.start()
+    wire.post(("SET", "k", "posted"))
+    assert wait_until(lambda: r.get("k") == b"posted", 1)
 
 
 # --- the client-side cache --------------------------------------------------------------

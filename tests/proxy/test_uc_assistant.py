@@ -100,6 +100,9 @@ def test_the_page_is_served_at_the_root_of_both_api_ports(site, port):
     assert json.loads(body) == {"domain": proxy.domain, "ws_port": int(proxy.env["UA_HTTP_PORT"]),
                                 "wss_port": int(proxy.env["UA_HTTPS_PORT"]),
                                 "voicemail_number": "*98"}
+    # the address `make run` prints
+    assert (f"UC Assistant (reference web page) at {proxy.api_https_url}/ and "
+            f"{proxy.api_url}/") in proxy.log_since(0)
     # the API's own paths are unchanged
     assert fetch(base + "/api/v1/health")[0] == 200
     assert fetch(base + "/api/v1/users/1000/device")[0] == 401

@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.assistant import Assistant
 from tests.support.browser import ROOT
+from tests.support.devices import wait_until
 from tests.support.fixtures import DESKPHONE_IP
 from tests.support.sipp import free_port
 # the same real rtpengine and media-adapting proxy as the media tests
@@ -133,6 +134,12 @@ def test_the_keyboard_alone_answers_and_hangs_up_and_every_control_has_a_name(si
     assert outcome.ok, outcome.describe()
     assert outcome.received("BYE")
     tab.wait_text("#softphone .call .meta", r"^You hung up\.$")
+
+    tab.tab_to("Log out")
+    tab.key("Enter")
+    tab.wait_text("#notice", r"^Logged out: calls ring your deskphone\.$")
+    assert tab.visible("#login")
+    assert wait_until(lambda: not proxy.device("1000")["registered"]["webrtc"], 2)
 
 
 def test_closing_the_tab_rings_the_deskphone_and_a_colleague_sees_it(site, browser):

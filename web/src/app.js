@@ -2,7 +2,7 @@
 // the browser becomes the user's WebRTC device, the seed's Device selection menu, the
 // deskphone's calls controlled from here (section 12), the mixed history, colleagues'
 // presence and waiting messages, live. Nothing is kept once the tab closes.
-import { Api, ApiError } from './api.js';
+import { Api } from './api.js';
 import { Phone } from './phone.js';
 import { callInWords, deviceInWords, deviceName, duration, outcomeInWords,
          presenceInWords, registeredInWords, voicemailInWords } from './words.js';
@@ -34,7 +34,7 @@ function acting(fn) {
     try {
       await fn(...args);
     } catch (err) {
-      showError(err instanceof ApiError || err instanceof Error ? err.message : String(err));
+      showError((err && err.message) || String(err));
     }
   };
 }
@@ -236,11 +236,12 @@ async function callVoicemail() {
 // --- the browser's own calls (the softphone) ---------------------------------------
 
 function phoneCall(s, call) {
-  const title = el('p', { class: 'title' });
+  // only the title speaks up: the meta line changes every second during a call
+  const title = el('p', { class: 'title', 'aria-live': 'assertive' });
   const meta = el('p', { class: 'meta' });
   const answer = el('button', { type: 'button', class: 'go', text: 'Answer' });
   const decline = el('button', { type: 'button', class: 'stop', text: 'Decline' });
-  const mute = el('button', { type: 'button', 'aria-pressed': 'false', text: 'Mute' });
+  const mute = el('button', { type: 'button', text: 'Mute' });
   const hangup = el('button', { type: 'button', class: 'stop', text: 'Hang up' });
   answer.addEventListener('click', acting(() => {
     s.phone.answer(call);
@@ -277,7 +278,6 @@ function renderPhoneCall(s, call) {
   v.mute.hidden = call.state !== 'answered';
   v.hangup.hidden = ringing || call.state === 'ended';
   v.mute.textContent = call.muted ? 'Unmute' : 'Mute';
-  v.mute.setAttribute('aria-pressed', String(call.muted));
   if (call.state === 'ended') {
     v.meta.textContent = call.ended;
     if (call.cause === 'User Denied Media Access') showError(call.ended);
@@ -353,11 +353,14 @@ function renderColleague(s, number, presence) {
 }
 
 async function pollColleagues(s) {
+  if (s.polling) return;        // a slow proxy: one round at a time
+  s.polling = true;
   await Promise.all([...s.colleagues.keys()].map(async (number) => {
     let presence = null;
     try { presence = await s.api.presence(number); } catch (err) { presence = null; }
     if (session === s) renderColleague(s, number, presence);
   }));
+  s.polling = false;
 }
 
 // --- start -------------------------------------------------------------------------

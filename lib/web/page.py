@@ -3,12 +3,14 @@ files of web/ (the page, its style, the bundle web/build.mjs made from web/src, 
 committed: no build step at run time) and `config.json`, what the page needs to reach the
 proxy's SIP WebSocket. A fixed list of files read once, so no request names a path on
 disk. The page and config revalidate on every load (ETag); the script and style are
-referenced with their content hash, so a browser keeps them until they change."""
+referenced with their content hash, so a browser keeps them until they change. The
+OpenAPI document lists these paths too (tag `page`), like every path of the API ports."""
 import hashlib
-import json
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+
+from lib.web import models
 
 from lib.web.app import NONE, Route, auth, ctx
 
@@ -25,10 +27,17 @@ SECURITY = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
 }
 
-router = APIRouter(route_class=Route, include_in_schema=False)
+router = APIRouter(route_class=Route, tags=["page"])
 
 
-def _etag(body):
+def _doc(kind, what, model=None):
+    ok = {"model": model} if model else {"content": {kind: {}}}
+    return {"response_class": Response, "summary": what,
+            "responses": {200: {**ok, "description": what},
+                          304: {"description": "not modified (If-None-Match: its ETag)"}}}
+
+
+def etag(body):
     return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
 
 
@@ -37,7 +46,7 @@ def _load():
     files = {}
     for name, (path, kind) in ASSETS.items():
         body = (WEB / path).read_bytes()
-        files[name] = (body, kind, _etag(body).strip('"'))
+        files[name] = (body, kind, etag(body).strip('"'))
     index = (WEB / "index.html").read_text()
     for name, (_, _, version) in files.items():
         index = index.replace(f'"{name}"', f'"{name}?v={version}"')
@@ -49,28 +58,30 @@ FILES = _load()
 
 
 def _send(request, body, kind, cache):
-    tag = _etag(body)
+    tag = etag(body)
     headers = {"ETag": tag, "Cache-Control": cache, **SECURITY}
     if request.headers.get("if-none-match") == tag:
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=kind, headers=headers)
 
 
-@router.get("/")
+@router.get("/", **_doc("text/html", "The UC Assistant page"))
 @auth(NONE, uses_store=False)
 def index(request: Request):
     body, kind, _ = FILES[""]
     return _send(request, body, kind, REVALIDATE)
 
 
-@router.get("/config.json")
+def config_body(cfg):
+    return models.PageConfig(domain=cfg.domain, ws_port=cfg.http_port, wss_port=cfg.https_port,
+                             voicemail_number=cfg.voicemail_number).model_dump_json().encode()
+
+
+@router.get("/config.json", **_doc("application/json", "Where the page finds the proxy's "
+                                                       "SIP WebSocket", models.PageConfig))
 @auth(NONE, uses_store=False)
 def page_config(request: Request):
-    cfg = ctx(request).config
-    body = json.dumps({"domain": cfg.domain, "ws_port": cfg.http_port,
-                       "wss_port": cfg.https_port,
-                       "voicemail_number": cfg.voicemail_number}).encode()
-    return _send(request, body, "application/json", REVALIDATE)
+    return _send(request, config_body(ctx(request).config), "application/json", REVALIDATE)
 
 
 def _asset_route(name):
@@ -80,7 +91,8 @@ def _asset_route(name):
     def asset(request: Request):
         cache = FOREVER if request.query_params.get("v") == version else REVALIDATE
         return _send(request, body, kind, cache)
-    router.add_api_route("/" + name, asset, methods=["GET"], name=name)
+    router.add_api_route("/" + name, asset, methods=["GET"], name=name,
+                         **_doc(kind.split(";")[0], f"The page's {name} (?v=: cached for good)"))
 
 
 for _name in ASSETS:

@@ -11,6 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import KSR  # noqa: E402
 
+from kemi.control import ControlGlue  # noqa: E402
+
 from lib import (blf, calls, callstate, config, digest, flood, forwarding,  # noqa: E402
                  mds_health, media, metrics, nodes, overload, registrar, routing, sipmsg,
                  store)
@@ -123,7 +125,9 @@ def send_notify(message):
                       message.headers, message.body)
 
 
-class kamailio:
+class kamailio(ControlGlue):
+    guarded = staticmethod(guarded)
+
     def child_init(self, rank):
         return 0
 
@@ -156,8 +160,11 @@ class kamailio:
         if KSR.is_REGISTER():
             self.registrar()
             return
-        if nodes.is_relayed(pv("$ru") or ""):
+        ruri = pv("$ru") or ""
+        if nodes.is_relayed(ruri):
             self.deliver_relayed()
+            return
+        if self.control_request(ruri):
             return
         self.initial()
 
@@ -203,6 +210,8 @@ class kamailio:
         return True
 
     def withindlg(self):
+        if KSR.is_method_in("FNB") and self.control_in_dialog():
+            return
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()
@@ -453,6 +462,8 @@ class kamailio:
             KSR.rr.record_route()
         if KSR.is_INVITE():
             self.track_call(plan, ctx.caller["number"] if ctx.source_mds is None else None)
+            if ctx.source_mds is None:
+                self.dialled_from_assistant(ctx.caller["number"])
             self.count_routing(plan)
         self.apply(plan, self.diverted())
 

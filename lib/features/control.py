@@ -1,0 +1,142 @@
+"""Deskphone control from the UC Assistant (contract section 12): the calls in progress
+with their ids, click-to-dial and hang-up. The API server's resources (lib/web/calls.py)
+call Control; the Kamailio glue (kemi/control.py) keeps a click-to-dial's record with the
+functions below. Decisions are lib/decisions/control.py's.
+
+Click-to-dial rides on the dialog module's bridge (dlg.bridge_dlg, asked over Kamailio's
+RPC socket): it calls the user's deskphone through this proxy's own request route, which
+adds the auto-answer hints, and REFERs the deskphone to the destination once answered.
+The deskphone's own INVITE is then an ordinary call; its Refer-To carries the
+click-to-dial's id, so that call keeps the id and is dialog-tracked for the hang-up."""
+import re
+import subprocess
+import time
+
+from lib import control_keys, registrar, store
+from lib.decisions import control
+
+RPC_TIMEOUT = 2.0
+KAMCMD = "kamcmd"
+
+
+class ControlError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def rpc(ctl, *args):
+    """One RPC to this proxy's Kamailio (kamcmd on the ctl socket): its printed answer."""
+    try:
+        done = subprocess.run([KAMCMD, "-s", ctl, *args], capture_output=True, text=True,
+                              timeout=RPC_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ControlError(503, f"Kamailio does not answer: {exc}") from exc
+    if done.returncode != 0:
+        raise ControlError(503, f"Kamailio refused {args[0]}: {done.stderr.strip()}")
+    return done.stdout
+
+
+# --- a click-to-dial's record: shared by the API server and the Kamailio glue -----------
+
+def load_dial(r, number, dial_id):
+    raw = r.hget(control_keys.dials_key(number), dial_id)
+    return store.unpack(raw) if raw else None
+
+
+def save_dial(r, number, dial_id, dial):
+    key = control_keys.dials_key(number)
+    r.pipeline().hset(key, dial_id, store.pack(dial)) \
+        .expire(key, control.DIAL_TTL_SECONDS).execute()
+
+
+def update_dial(r, number, dial_id, **fields):
+    """Changes a click-to-dial's record; False when there is none (expired, forged id)."""
+    dial = load_dial(r, number, dial_id)
+    if dial is None:
+        return False
+    save_dial(r, number, dial_id, {**dial, **fields})
+    return True
+
+
+def dials_of(r, number):
+    return {k.decode(): store.unpack(v)
+            for k, v in r.hgetall(control_keys.dials_key(number)).items()}
+
+
+# --- the API server's service ------------------------------------------------------------
+
+class Control:
+    def __init__(self, cfg, r, clock=time.time):
+        self.cfg, self.r, self.clock = cfg, r, clock
+
+    def calls(self, number):
+        now = self.clock()
+        live = {k.decode(): c for k, c in
+                ((k, store.unpack(v)) for k, v in self.r.hgetall(store.calls_key(number)).items())
+                if c["expires_at"] > now}
+        return control.calls_in_progress(live, dials_of(self.r, number))
+
+    def dial(self, number, line_type, selected, destination):
+        """Click-to-dial: the user's deskphone rings with the auto-answer hints; the id."""
+        if not control.valid_destination(destination):
+            raise ControlError(400, "destination must be 1 to 20 digits")
+        view = registrar.device_view(self.r, number, line_type, selected, self.clock())
+        if view["effective"] != "deskphone":
+            raise ControlError(409, f"the effective device is {view['effective']}, "
+                                    "not the deskphone")
+        dial_id = control.new_dial_id()
+        save_dial(self.r, number, dial_id, {"destination": destination, "state": control.DIALING,
+                                            "since": self.clock()})
+        to_phone, refer_to = control.bridge_addresses(number, destination, dial_id,
+                                                      self.cfg.domain)
+        try:
+            # The bridge's INVITE goes out through this proxy's own SIP port (the outbound
+            # proxy), whose request route finds the deskphone, wherever it is registered.
+            rpc(self.cfg.kamailio_ctl, "dlg.bridge_dlg", to_phone, refer_to,
+                f"sip:{self.cfg.listen}:{self.cfg.sip_port}")
+        except ControlError:
+            update_dial(self.r, number, dial_id, state=control.REFUSED)
+            raise
+        return dial_id
+
+    def find(self, number, call_ref):
+        """(Call-ID, call entry or None) of a call of this user, by its id; 404 if none."""
+        parsed = control.parse_id(call_ref)
+        if parsed is None:
+            raise ControlError(404, f"no call {call_ref}")
+        kind, value = parsed
+        call_id = value
+        if kind == "dial":
+            dial = load_dial(self.r, number, value)
+            if dial is None or (dial["state"] != control.DIALING and not dial.get("call_id")):
+                raise ControlError(404, f"no call {call_ref}")
+            call_id = dial.get("call_id") or dial.get("control_call_id")
+        raw = self.r.hget(store.calls_key(number), call_id) if call_id else None
+        if raw is None and kind == "call":
+            raise ControlError(404, f"no call {call_ref}")
+        return call_id, (store.unpack(raw) if raw else None)
+
+    def hangup(self, number, call_ref):
+        call_id, call = self.find(number, call_ref)
+        if call is None:
+            raise ControlError(409, "the click-to-dial has not reached its destination yet")
+        action = control.hangup_action(call)
+        if action != "bye":
+            raise ControlError(409, f"hanging up a call in state {call['state']} "
+                                    "is not supported yet")
+        entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
+                                 call_id))
+        if entry is None:
+            raise ControlError(409, "this proxy does not hold that call's dialog")
+        rpc(self.cfg.kamailio_ctl, "dlg.end_dlg", *entry)
+
+
+_DIALOG_HASH = re.compile(r"h_entry:\s*(\d+).*?h_id:\s*(\d+)", re.S)
+
+
+def dialog_entry(listing):
+    """(h_entry, h_id) of the first dialog in a dlg.list_match answer printed by kamcmd."""
+    match = _DIALOG_HASH.search(listing)
+    return match.groups() if match else None
+

@@ -1,0 +1,65 @@
+"""Deskphone control from the UC Assistant (contract section 12): the calls in progress,
+click-to-dial and hang-up. Thin resources over lib/features/control.Control."""
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from lib.features.control import Control, ControlError
+from lib.web import models
+from lib.web.app import PREFIX, USER, ApiError, Route, auth, ctx
+
+router = APIRouter(route_class=Route, prefix=PREFIX + "/users", tags=["calls"])
+UNKNOWN = {404: {"model": models.Error, "description": "no such user or call"}}
+CONFLICT = {409: {"model": models.Error, "description": "not possible in the call's state"}}
+
+
+def _control(c):
+    return Control(c.config, c.redis, c.now)
+
+
+def _profile(c, number):
+    found = c.provisioning.get_device(number)
+    if found is None:
+        raise ApiError(404, f"no user {number}")
+    return found
+
+
+def _acting(fn, *args):
+    try:
+        return fn(*args)
+    except ControlError as exc:
+        raise ApiError(exc.status, str(exc)) from exc
+
+
+@router.get("/{number}/calls", response_model=list[models.CallInProgress], responses=UNKNOWN,
+            summary="Calls in progress on either device, oldest first")
+@auth(USER)
+def list_calls(request: Request, number: str):
+    c = ctx(request)
+    _profile(c, number)
+    return JSONResponse(_control(c).calls(number))
+
+
+@router.post("/{number}/calls", status_code=202, response_model=models.Dialing,
+             summary="Click-to-dial: the deskphone answers by itself and calls the destination",
+             responses={**UNKNOWN,
+                        400: {"model": models.Error, "description": "not a number"},
+                        409: {"model": models.Error,
+                              "description": "the effective device is not the deskphone"}})
+@auth(USER)
+def dial(request: Request, number: str, body: models.DialIn):
+    c = ctx(request)
+    profile, selected = _profile(c, number)
+    dial_id = _acting(_control(c).dial, number, profile["line_type"], selected,
+                      body.destination)
+    return JSONResponse({"id": dial_id, "state": "dialing"}, 202)
+
+
+@router.delete("/{number}/calls/{call_ref}", status_code=204, response_class=Response,
+               summary="Hang up an answered call (BYE to both sides)",
+               responses={**UNKNOWN, **CONFLICT})
+@auth(USER)
+def hangup(request: Request, number: str, call_ref: str):
+    c = ctx(request)
+    _profile(c, number)
+    _acting(_control(c).hangup, number, call_ref)
+    return Response(status_code=204)

@@ -21,6 +21,7 @@ DIAL_TTL_SECONDS = 4 * 3600
 _CALL_PREFIX, _DIAL_PREFIX = "c", "d"
 _NUMBER = re.compile(r"[0-9]{1,20}")
 _DIAL_ID = re.compile(r"d[A-Za-z0-9_-]{16}")
+_CALL_REF = re.compile(r"c[A-Za-z0-9_-]+")
 # callstate's states as section 12 names them
 _STATES = {"ringing": "ringing", "placed": "dialing", "in_call": "answered"}
 
@@ -42,12 +43,12 @@ def parse_id(value):
     """("call", Call-ID) or ("dial", click-to-dial id) for an id, None when it is no id."""
     if _DIAL_ID.fullmatch(value or ""):
         return "dial", value
-    if not value or value[0] != _CALL_PREFIX:
+    if not _CALL_REF.fullmatch(value or ""):
         return None
     encoded = value[1:]
     try:
         return "call", base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeDecodeError):
         return None
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.baresip import Baresip
 from tests.support.fixtures import MDS_IP
+from tests.test_unique_account import browser
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
 USER = ("1000", "secret")
@@ -69,3 +70,31 @@ def test_click_to_dial_rings_the_deskphone_which_calls_the_destination(site, des
     history = site.proxy.api("GET", "/api/v1/users/1000/history", auth=USER)[1]
     assert [(h["direction"], h["device"], h["peer"], h["answered"], h["call_id"])
             for h in history] == [("out", "deskphone", "2000", True, call["call_id"])]
+
+
+def test_control_is_refused_where_it_cannot_act(site):
+    """409 while the browser is where calls ring (it places its own calls), 400 for a
+    destination that is not a number, 403 for another user's calls, 404 for an unknown
+    id: each changes nothing."""
+    tab = browser(site)
+    assert site.proxy.device("1000")["effective"] == "webrtc"
+    status, body, _ = site.proxy.api("POST", "/api/v1/users/1000/calls",
+                                     {"destination": "2000"}, auth=USER)
+    assert (status, list(body)) == (409, ["error"])
+    for bad in ("20a0", "", "sip:2000@x", 2000):
+        status, body, _ = site.proxy.api("POST", "/api/v1/users/1000/calls",
+                                         {"destination": bad}, auth=USER)
+        assert (status, list(body)) == (400, ["error"]), bad
+    for method, path in (("GET", "/calls"), ("POST", "/calls"),
+                         ("DELETE", "/calls/dAAAAAAAAAAAAAAAA")):
+        status, body, _ = site.proxy.api(method, "/api/v1/users/1000" + path,
+                                         {"destination": "2000"} if method == "POST" else None,
+                                         auth=("1001", "secret"))
+        assert (status, list(body)) == (403, ["error"]), path
+    for unknown in ("dAAAAAAAAAAAAAAAA", "c" + "QUJD", "nothing", "c!!"):
+        status, body, _ = site.proxy.api("DELETE", f"/api/v1/users/1000/calls/{unknown}",
+                                         auth=USER)
+        assert (status, list(body)) == (404, ["error"]), unknown
+    assert calls(site.proxy) == []
+    assert tab.requests("INVITE") == []
+    tab.close()

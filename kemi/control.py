@@ -8,8 +8,9 @@ import time
 import KSR
 
 from lib import calls, config, routing, store
-from lib.decisions import control
+from lib.decisions import control, mwi
 from lib.features import control as feature
+from lib.features import mwi as mwi_feature
 
 CFG = config.load()
 DIAL_AVP = "ua_dial"     # "<number>.<click-to-dial id>", kept with the transaction
@@ -108,3 +109,20 @@ class ControlGlue:
         if dial_id and store.call(lambda r: feature.update_dial(
                 r, caller, dial_id, call_id=KSR.pv.get("$ci"))):
             KSR.dialog.dlg_manage()
+
+    # --- message-waiting sent again (section 5) ------------------------------------------
+
+    def keep_message_summary(self, ctx, event):
+        """An MDS's unsolicited message-summary for a user: kept, to be sent again."""
+        if event == mwi.EVENT and ctx.source_mds is not None and ctx.callee \
+                and KSR.is_NOTIFY():
+            store.post(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
+
+    def resend_message_summary(self, number, contacts):
+        """A device registered anew: it gets the last message-summary at once."""
+        summary = store.call(lambda r: mwi_feature.last(r, number))
+        if summary is None:
+            return
+        for ruri, nexthop, socket, headers, body in mwi_feature.notifies(
+                CFG, number, contacts, summary):
+            KSR.tm.t_uac_send("NOTIFY", ruri, nexthop, socket, headers, body)

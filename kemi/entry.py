@@ -411,6 +411,10 @@ class kamailio(ControlGlue):
             if bound and result.upserts:
                 KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)
+        fresh = [c for f, c in result.upserts.items()
+                 if f not in stored or stored[f]["expires_at"] <= now]
+        if fresh:       # after its 200: the device knows it is registered
+            self.resend_message_summary(number, fresh)
 
     # --- initial requests -------------------------------------------------------------
 
@@ -446,6 +450,7 @@ class kamailio(ControlGlue):
                 KSR.hdr.remove(header)
             alias_contact()
         event = (KSR.hdr.get("Event") or "").split(";")[0].strip()
+        self.keep_message_summary(ctx, event)
         if KSR.is_SUBSCRIBE() and event == "dialog":
             self.watch(ctx)
             return

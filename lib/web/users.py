@@ -5,6 +5,7 @@ from fastapi.responses import JSONResponse, Response
 
 from lib import blf, callstate, registrar
 from lib import provisioning as prov
+from lib.features import mwi
 from lib.web import models
 from lib.web.app import ANY_USER, PREFIX, USER, ApiError, Route, auth, ctx
 
@@ -82,8 +83,9 @@ def put_device(request: Request, number: str, choice: models.DeviceIn):
     c = ctx(request)
     profile = c.provisioning.set_device(number, choice.device)
     blf.notify_later(c.redis, number)
-    return JSONResponse(registrar.device_view(c.redis, number, profile["line_type"],
-                                              choice.device, c.now()))
+    view = registrar.device_view(c.redis, number, profile["line_type"], choice.device, c.now())
+    mwi.resend_to_device(c.config, c.redis, number, view["effective"], c.now())
+    return JSONResponse(view)
 
 
 # --- presence and history --------------------------------------------------------------

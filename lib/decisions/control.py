@@ -134,3 +134,21 @@ def hangup_action(call):
     if call["state"] == "in_call":
         return "bye"
     return "decline" if call["direction"] == "in" else "cancel"
+
+
+def events_between(before, after):
+    """The event stream's events (section 12) from one view of a user to the next, as
+    (event, data): views are {"device", "presence", "voicemail", "calls": {id: call}}
+    (an empty dict before the first). A call gone from the view has ended."""
+    events = []
+    if after["device"] != before.get("device"):
+        events.append(("device", after["device"]))
+    earlier = before.get("calls", {})
+    events += [("call", call) for ref, call in after["calls"].items()
+               if earlier.get(ref) != call]
+    events += [("call", {**call, "state": ENDED}) for ref, call in earlier.items()
+               if ref not in after["calls"]]
+    for name in ("presence", "voicemail"):
+        if after[name] is not None and after[name] != before.get(name):
+            events.append((name, after[name]))
+    return events

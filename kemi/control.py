@@ -7,7 +7,7 @@ import time
 
 import KSR
 
-from lib import calls, config, routing, store
+from lib import calls, config, registrar, routing, store
 from lib.decisions import control, mwi
 from lib.features import control as feature
 from lib.features import mwi as mwi_feature
@@ -54,7 +54,8 @@ class ControlGlue:
             KSR.sl.send_reply(480, "Temporarily Unavailable (no deskphone)")
             return
         store.call(lambda r: feature.update_dial(r, number, dial_id,
-                                                 control_call_id=KSR.pv.get("$ci")))
+                                                 control_call_id=KSR.pv.get("$ci"),
+                                                 control_cseq=int(KSR.pv.get("$cs"))))
         destination = dial["destination"]
         # The bridge's From and To are its own (a global identity, our marker): the
         # deskphone shows, and later calls from, what these say.
@@ -109,6 +110,29 @@ class ControlGlue:
         if dial_id and store.call(lambda r: feature.update_dial(
                 r, caller, dial_id, call_id=KSR.pv.get("$ci"))):
             KSR.dialog.dlg_manage()
+
+    # --- answer and decline from the UC Assistant ------------------------------------------
+
+    def asked_of_call(self, plan_raw):
+        """What the UC Assistant asked of this call when its ringing branch ended in 487
+        (the proxy cancelled it: lib/features/control.Control.answer and .hangup), or
+        None. Read only then: other failures pay nothing."""
+        if not plan_raw or KSR.pv.get("$T_reply_code") != 487:
+            return None
+        return store.call(lambda r: feature.take_action(r, KSR.pv.get("$ci")))
+
+    def answer_again(self, call, callee):
+        """The same call offered again to the deskphone, which answers by itself: the
+        caller keeps hearing ringback. call: the failure route's plan of the call."""
+        phones = [c for c in registrar.contacts_of(call["number"], time.time()).values()
+                  if c["class"] == routing.DESKPHONE]
+        if not phones:
+            KSR.tm.t_reply(480, "Temporarily Unavailable")
+            return
+        for header in control.auto_answer_hints(CFG.domain):
+            KSR.hdr.append(header + "\r\n")
+        self.apply(calls.Plan(routing.Ring(routing.DESKPHONE, "answered", phones), callee),
+                   call["diverted"])
 
     # --- message-waiting sent again (section 5) ------------------------------------------
 

@@ -353,6 +353,9 @@ class kamailio(ControlGlue):
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
+        cseq = int(pv("$cs"))     # the UC Assistant cancels a ringing call by it
+        for entry in party.calls.values():
+            entry["cseq"] = cseq
         watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
@@ -568,28 +571,32 @@ class kamailio(ControlGlue):
 
     def failure(self):
         raw = KSR.pvx.avp_get(PLAN_AVP)
-        if KSR.tm.t_is_canceled() > 0 or not raw:
+        asked = self.asked_of_call(raw)      # the UC Assistant's answer or decline
+        if (KSR.tm.t_is_canceled() > 0 and asked is None) or not raw:
             self.release_media()      # the caller cancelled, or a call to an MDS failed
             self.end_unanswered()
             return
         call = json.loads(raw)
+        if asked == "answer":
+            self.release_media()
+            self.answer_again(call, self.failure_callee(call))
+            return
+        code = 603 if asked == "decline" else KSR.pv.get("$T_reply_code")
         any_reply = KSR.tm.t_any_replied() > 0
         deskphones = []
         if call["device"] == routing.WEBRTC and not any_reply:
             deskphones = [c for c in registrar.contacts_of(call["number"], time.time()).values()
                           if c["class"] == routing.DESKPHONE]
         outcome = forwarding.after_failure(
-            call["number"], call["forwards"], call["device"], KSR.pv.get("$T_reply_code"),
+            call["number"], call["forwards"], call["device"], code,
             any_reply, call["rung"], bool(deskphones))
         self.release_media()   # a new branch set gets a fresh offer of its own
         if outcome is None:
+            if asked == "decline":
+                KSR.tm.t_reply(603, "Decline")    # the device's answer, not our CANCEL's 487
             self.end_unanswered()
             return
-        callee = calls.CallContext(
-            source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
-            callee={"number": call["number"], "ring_seconds": call["ring_seconds"]},
-            callee_selected=None, callee_forwards=call["forwards"],
-            callee_mds_uri=call["mds_uri"])
+        callee = self.failure_callee(call)
         if isinstance(outcome, forwarding.RingDeskphone):
             registrar.remove_bindings(call["number"], outcome.stale_fields)
             callstate.set_device(call["number"], pv("$ci"), routing.DESKPHONE)
@@ -611,6 +618,14 @@ class kamailio(ControlGlue):
             for step in plan.retargets:
                 count("ua_forwards_total", step.trigger)
         self.apply(plan, call["diverted"])
+
+    def failure_callee(self, call):
+        """The context of the user whose devices rang, as the failure route kept it."""
+        return calls.CallContext(
+            source_mds=None, caller=None, caller_ha1=None, caller_mds_uri=None,
+            callee={"number": call["number"], "ring_seconds": call["ring_seconds"]},
+            callee_selected=None, callee_forwards=call["forwards"],
+            callee_mds_uri=call["mds_uri"])
 
     def track_retarget(self, plan, entries):
         """A retarget from the failure route: further forwards, or the next local user

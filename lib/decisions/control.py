@@ -83,13 +83,17 @@ def calls_in_progress(calls, dials):
     return sorted(shown, key=lambda c: c["since"])
 
 
-def control_headers(domain, destination):
-    """The control leg's headers: the auto-answer hints deskphones honour (section 12,
-    as Wazo sends them), and the destination shown as the caller."""
+def auto_answer_hints(domain):
+    """The auto-answer hints deskphones honour (section 12, as Wazo sends them)."""
     return [f"Call-Info: <sip:{domain}>;answer-after=0",
             f"Alert-Info: <http://{domain}>;info=alert-autoanswer;delay=0",
-            "Answer-Mode: Auto",
-            f"P-Asserted-Identity: \"{destination}\" <sip:{destination}@{domain}>"]
+            "Answer-Mode: Auto"]
+
+
+def control_headers(domain, destination):
+    """The control leg's headers: the hints, and the destination shown as the caller."""
+    return auto_answer_hints(domain) + [
+        f"P-Asserted-Identity: \"{destination}\" <sip:{destination}@{domain}>"]
 
 
 def control_from(destination, domain, tag):

@@ -59,6 +59,21 @@ def update_dial(r, number, dial_id, **fields):
     return True
 
 
+ACTION_TTL_SECONDS = 30
+
+
+def ask(r, call_id, action):
+    """Tell the failure route why the call's ringing branch is being cancelled."""
+    r.set(control_keys.action_key(call_id), action, ex=ACTION_TTL_SECONDS)
+
+
+def take_action(r, call_id):
+    """What was asked of a call whose branch was cancelled (and forget it): None if
+    nothing, the branch was cancelled for another reason."""
+    raw = r.getdel(control_keys.action_key(call_id))
+    return raw.decode() if raw else None
+
+
 def dials_of(r, number):
     return {k.decode(): store.unpack(v)
             for k, v in r.hgetall(control_keys.dials_key(number)).items()}
@@ -101,35 +116,62 @@ class Control:
         return dial_id
 
     def find(self, number, call_ref):
-        """(Call-ID, call entry or None) of a call of this user, by its id; 404 if none."""
+        """(Call-ID, call entry) of a call of this user by its id; the entry is None for a
+        click-to-dial whose deskphone still rings (the Call-ID is the control leg's).
+        404 when there is no such call in progress."""
         parsed = control.parse_id(call_ref)
-        if parsed is None:
-            raise ControlError(404, f"no call {call_ref}")
-        kind, value = parsed
-        call_id = value
+        kind, call_id = parsed or (None, None)
         if kind == "dial":
-            dial = load_dial(self.r, number, value)
-            if dial is None or (dial["state"] != control.DIALING and not dial.get("call_id")):
-                raise ControlError(404, f"no call {call_ref}")
-            call_id = dial.get("call_id") or dial.get("control_call_id")
+            dial = load_dial(self.r, number, call_id)
+            if dial is not None and not dial.get("call_id") and dial["state"] == control.DIALING:
+                return dial.get("control_call_id"), None
+            call_id = dial.get("call_id") if dial else None
         raw = self.r.hget(store.calls_key(number), call_id) if call_id else None
-        if raw is None and kind == "call":
+        if raw is None:
             raise ControlError(404, f"no call {call_ref}")
-        return call_id, (store.unpack(raw) if raw else None)
+        return call_id, store.unpack(raw)
 
     def hangup(self, number, call_ref):
+        """Hang up (section 12): BYE to both sides of an answered call, decline a ringing
+        incoming call as a busy device would, cancel a call placed that still rings."""
         call_id, call = self.find(number, call_ref)
-        if call is None:
-            raise ControlError(409, "the click-to-dial has not reached its destination yet")
+        if call is None:      # a click-to-dial whose deskphone still rings
+            dial = load_dial(self.r, number, call_ref)
+            self.cancel(call_id, dial.get("control_cseq"))
+            update_dial(self.r, number, call_ref, state=control.ENDED)
+            return
         action = control.hangup_action(call)
-        if action != "bye":
-            raise ControlError(409, f"hanging up a call in state {call['state']} "
-                                    "is not supported yet")
-        entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
-                                 call_id))
-        if entry is None:
-            raise ControlError(409, "this proxy does not hold that call's dialog")
-        rpc(self.cfg.kamailio_ctl, "dlg.end_dlg", *entry)
+        if action == "bye":
+            entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
+                                     call_id))
+            if entry is None:
+                raise ControlError(409, "this proxy does not hold that call's dialog")
+            rpc(self.cfg.kamailio_ctl, "dlg.end_dlg", *entry)
+            return
+        if action == "decline":
+            ask(self.r, call_id, "decline")
+        self.cancel(call_id, call.get("cseq"))
+
+    def answer(self, number, call_ref):
+        """A call ringing on the deskphone answered there: its branch cancelled, the same
+        call offered again with the auto-answer hints (the failure route does)."""
+        call_id, call = self.find(number, call_ref)
+        if not control.answer_action(call):
+            raise ControlError(409, "the call is not ringing on the deskphone")
+        ask(self.r, call_id, "answer")
+        self.cancel(call_id, call.get("cseq"))
+        return control.call_view(call_id, call,
+                                 call_ref if control.parse_id(call_ref)[0] == "dial" else None)
+
+    def cancel(self, call_id, cseq):
+        """CANCEL the ringing branches of this proxy's INVITE transaction."""
+        if cseq is None:
+            raise ControlError(409, "the call rings through another proxy")
+        try:
+            rpc(self.cfg.kamailio_ctl, "tm.cancel", call_id, f"s:{cseq}")
+        except ControlError as exc:
+            self.r.delete(control_keys.action_key(call_id))
+            raise ControlError(409, f"the call no longer rings here ({exc})") from exc
 
 
 _DIALOG_HASH = re.compile(r"h_entry:\s*(\d+).*?h_id:\s*(\d+)", re.S)

@@ -63,3 +63,15 @@ def hangup(request: Request, number: str, call_ref: str):
     _profile(c, number)
     _acting(_control(c).hangup, number, call_ref)
     return Response(status_code=204)
+
+
+@router.post("/{number}/calls/{call_ref}/answer", status_code=202,
+             response_model=models.CallInProgress,
+             summary="Answer on the deskphone a call ringing there (it is offered again "
+                     "with the auto-answer hints); the call as it was when asked",
+             responses={**UNKNOWN, **CONFLICT})
+@auth(USER)
+def answer(request: Request, number: str, call_ref: str):
+    c = ctx(request)
+    _profile(c, number)
+    return JSONResponse(_acting(_control(c).answer, number, call_ref), 202)

@@ -3,6 +3,7 @@ click-to-dial and hang-up. Thin resources over lib/features/control.Control."""
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from lib import metrics
 from lib.features.control import Control, ControlError
 from lib.web import models
 from lib.web.app import PREFIX, USER, ApiError, Route, auth, ctx
@@ -23,11 +24,16 @@ def _profile(c, number):
     return found
 
 
-def _acting(fn, *args):
+def _acting(action, fn, *args):
+    """Run a control action, counted by its outcome (the dashboard's control panel)."""
     try:
-        return fn(*args)
+        result = fn(*args)
     except ControlError as exc:
+        metrics.count("ua_control_actions_total", action,
+                      "failed" if exc.status >= 500 else "refused")
         raise ApiError(exc.status, str(exc)) from exc
+    metrics.count("ua_control_actions_total", action, "accepted")
+    return result
 
 
 @router.get("/{number}/calls", response_model=list[models.CallInProgress], responses=UNKNOWN,
@@ -49,7 +55,7 @@ def list_calls(request: Request, number: str):
 def dial(request: Request, number: str, body: models.DialIn):
     c = ctx(request)
     profile, selected = _profile(c, number)
-    dial_id = _acting(_control(c).dial, number, profile["line_type"], selected,
+    dial_id = _acting("dial", _control(c).dial, number, profile["line_type"], selected,
                       body.destination)
     return JSONResponse({"id": dial_id, "state": "dialing"}, 202)
 
@@ -61,7 +67,7 @@ def dial(request: Request, number: str, body: models.DialIn):
 def hangup(request: Request, number: str, call_ref: str):
     c = ctx(request)
     _profile(c, number)
-    _acting(_control(c).hangup, number, call_ref)
+    _acting("hangup", _control(c).hangup, number, call_ref)
     return Response(status_code=204)
 
 
@@ -74,4 +80,4 @@ def hangup(request: Request, number: str, call_ref: str):
 def answer(request: Request, number: str, call_ref: str):
     c = ctx(request)
     _profile(c, number)
-    return JSONResponse(_acting(_control(c).answer, number, call_ref), 202)
+    return JSONResponse(_acting("answer", _control(c).answer, number, call_ref), 202)

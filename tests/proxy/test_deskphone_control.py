@@ -10,6 +10,7 @@ from tests.support.baresip import Baresip
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
 from tests.test_forwarding import diversion_of, forwards
+from tests.test_metrics import scrape, value
 from tests.test_ua_admin import as_json, cli, ok  # noqa: F401 (cli: a fixture)
 from tests.test_unique_account import browser
 
@@ -80,6 +81,7 @@ def test_control_is_refused_where_it_cannot_act(site):
     """409 while the browser is where calls ring (it places its own calls), 400 for a
     destination that is not a number, 403 for another user's calls, 404 for an unknown
     id: each changes nothing."""
+    before = scrape(site)
     tab = browser(site)
     assert site.proxy.device("1000")["effective"] == "webrtc"
     status, body, _ = site.proxy.api("POST", "/api/v1/users/1000/calls",
@@ -102,6 +104,11 @@ def test_control_is_refused_where_it_cannot_act(site):
     assert calls(site.proxy) == []
     assert tab.requests("INVITE") == []
     tab.close()
+    after = scrape(site)       # the dashboard's counter (the 400s never reach the service)
+    for action, refused in (("dial", 1), ("hangup", 4)):
+        assert value(after, "ua_control_actions_total", action=action, outcome="refused") - \
+            value(before, "ua_control_actions_total", action=action, outcome="refused") \
+            == refused, action
 
 
 def sipp_deskphone(site, scenario, **keys):

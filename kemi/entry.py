@@ -120,6 +120,18 @@ def alias_contact():
         KSR.nathelper.add_contact_alias()
 
 
+def alias_held_contact():
+    """A reply from a device on a connection this proxy holds, on its way to another
+    proxy (or to our own bridge): aliased even when its Contact names the connection's
+    own address (add_contact_alias() then adds nothing), or the next proxy would alias it
+    to us and route the in-dialog requests back here as to the device."""
+    proto = pv("$pr")
+    if proto in ("tcp", "tls") and ";alias=" not in (KSR.hdr.get("Contact") or ""):
+        KSR.nathelper.add_contact_alias_addr(pv("$si"), str(pv("$sp")), proto)
+    else:
+        alias_contact()
+
+
 def send_notify(message):
     KSR.tm.t_uac_send("NOTIFY", message.ruri, message.nexthop, message.socket,
                       message.headers, message.body)
@@ -353,9 +365,10 @@ class kamailio(ControlGlue):
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
-        cseq = int(pv("$cs"))     # the UC Assistant cancels a ringing call by it
+        # The UC Assistant cancels a ringing call by its CSeq, on the proxy holding it.
+        cseq = int(pv("$cs"))
         for entry in party.calls.values():
-            entry["cseq"] = cseq
+            entry.update(cseq=cseq, node=CFG.node_id)
         watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{CALLER_RR}={caller}")
@@ -773,7 +786,7 @@ class kamailio(ControlGlue):
 
     def ksr_onreply_relayed(self, msg):
         if 100 < KSR.pv.get("$rs") < 300:
-            guarded(alias_contact)
+            guarded(alias_held_contact)
         return 1
 
     def ksr_tcpops_event(self, msg, evname=""):

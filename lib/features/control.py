@@ -11,6 +11,8 @@ click-to-dial's id, so that call keeps the id and is dialog-tracked for the hang
 import re
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 from lib import control_keys, registrar, store
 from lib.decisions import control
@@ -23,6 +25,24 @@ class ControlError(Exception):
     def __init__(self, status, message):
         super().__init__(message)
         self.status = status
+
+
+class Elsewhere(Exception):
+    """The call's transaction or dialog is held by the API server at `url` (another proxy
+    of the cluster): the action is that proxy's to do."""
+    def __init__(self, url):
+        super().__init__(url)
+        self.url = url
+
+
+def api_url(cfg):
+    """This proxy's API server as its peers reach it (the host of UA_NODE_ADDR)."""
+    host = cfg.node_addr.rpartition(":")[0] or cfg.listen
+    return f"http://{host}:{cfg.api_port}"
+
+
+def announce(cfg, r):
+    r.hset(control_keys.API_NODES_KEY, cfg.node_id, api_url(cfg))
 
 
 def rpc(ctl, *args):
@@ -102,7 +122,7 @@ class Control:
                                     "not the deskphone")
         dial_id = control.new_dial_id()
         save_dial(self.r, number, dial_id, {"destination": destination, "state": control.DIALING,
-                                            "since": self.clock()})
+                                            "since": self.clock(), "node": self.cfg.node_id})
         to_phone, refer_to = control.bridge_addresses(number, destination, dial_id,
                                                       self.cfg.domain)
         try:
@@ -131,15 +151,26 @@ class Control:
             raise ControlError(404, f"no call {call_ref}")
         return call_id, store.unpack(raw)
 
+    def here(self, held):
+        """Raise Elsewhere unless this proxy holds the call (held: its entry or record)."""
+        node = held.get("node")
+        if node and node != self.cfg.node_id:
+            url = self.r.hget(control_keys.API_NODES_KEY, node)
+            if url is None:
+                raise ControlError(409, f"the call is held by proxy {node}, which is gone")
+            raise Elsewhere(url.decode())
+
     def hangup(self, number, call_ref):
         """Hang up (section 12): BYE to both sides of an answered call, decline a ringing
         incoming call as a busy device would, cancel a call placed that still rings."""
         call_id, call = self.find(number, call_ref)
         if call is None:      # a click-to-dial whose deskphone still rings
             dial = load_dial(self.r, number, call_ref)
+            self.here(dial)
             self.cancel(call_id, dial.get("control_cseq"))
             update_dial(self.r, number, call_ref, state=control.ENDED)
             return
+        self.here(call)
         action = control.hangup_action(call)
         if action == "bye":
             entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
@@ -158,6 +189,7 @@ class Control:
         call_id, call = self.find(number, call_ref)
         if not control.answer_action(call):
             raise ControlError(409, "the call is not ringing on the deskphone")
+        self.here(call)
         ask(self.r, call_id, "answer")
         self.cancel(call_id, call.get("cseq"))
         return control.call_view(call_id, call,
@@ -166,7 +198,7 @@ class Control:
     def cancel(self, call_id, cseq):
         """CANCEL the ringing branches of this proxy's INVITE transaction."""
         if cseq is None:
-            raise ControlError(409, "the call rings through another proxy")
+            raise ControlError(409, "the call is not ringing yet")
         try:
             rpc(self.cfg.kamailio_ctl, "tm.cancel", call_id, f"s:{cseq}")
         except ControlError as exc:
@@ -182,3 +214,22 @@ def dialog_entry(listing):
     match = _DIALOG_HASH.search(listing)
     return match.groups() if match else None
 
+
+
+RELAYED_HEADER = "X-UA-Relayed"
+
+
+def relay(url, method, path, authorization, body=None):
+    """(status, body) of the same request made to another proxy's API server."""
+    req = urllib.request.Request(url + path, data=body, method=method,
+                                 headers={"Authorization": authorization or "",
+                                          RELAYED_HEADER: "1",
+                                          **({"Content-Type": "application/json"}
+                                             if body else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=RPC_TIMEOUT * 2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise ControlError(503, f"the proxy holding the call does not answer: {exc}") from exc

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from lib import metrics
-from lib.features.control import Control, ControlError
+from lib.features.control import RELAYED_HEADER, Control, ControlError, Elsewhere, relay
 from lib.web import models
 from lib.web.app import PREFIX, USER, ApiError, Route, auth, ctx
 
@@ -24,10 +24,17 @@ def _profile(c, number):
     return found
 
 
-def _acting(action, fn, *args):
-    """Run a control action, counted by its outcome (the dashboard's control panel)."""
+def _acting(action, fn, request, *args):
+    """Run a control action, counted by its outcome (the dashboard's control panel). An
+    action on a call another proxy holds is passed to that proxy's API server, once."""
     try:
         result = fn(*args)
+    except Elsewhere as there:
+        if request.headers.get(RELAYED_HEADER):
+            raise ApiError(409, "the call moved between proxies; try again") from there
+        status, body = relay(there.url, request.method, request.url.path,
+                             request.headers.get("authorization"))
+        return Response(body, status, media_type="application/json" if body else None)
     except ControlError as exc:
         metrics.count("ua_control_actions_total", action,
                       "failed" if exc.status >= 500 else "refused")
@@ -55,8 +62,8 @@ def list_calls(request: Request, number: str):
 def dial(request: Request, number: str, body: models.DialIn):
     c = ctx(request)
     profile, selected = _profile(c, number)
-    dial_id = _acting("dial", _control(c).dial, number, profile["line_type"], selected,
-                      body.destination)
+    dial_id = _acting("dial", _control(c).dial, request, number, profile["line_type"],
+                      selected, body.destination)
     return JSONResponse({"id": dial_id, "state": "dialing"}, 202)
 
 
@@ -67,8 +74,8 @@ def dial(request: Request, number: str, body: models.DialIn):
 def hangup(request: Request, number: str, call_ref: str):
     c = ctx(request)
     _profile(c, number)
-    _acting("hangup", _control(c).hangup, number, call_ref)
-    return Response(status_code=204)
+    relayed = _acting("hangup", _control(c).hangup, request, number, call_ref)
+    return relayed or Response(status_code=204)
 
 
 @router.post("/{number}/calls/{call_ref}/answer", status_code=202,
@@ -80,4 +87,5 @@ def hangup(request: Request, number: str, call_ref: str):
 def answer(request: Request, number: str, call_ref: str):
     c = ctx(request)
     _profile(c, number)
-    return JSONResponse(_acting("answer", _control(c).answer, number, call_ref), 202)
+    answered = _acting("answer", _control(c).answer, request, number, call_ref)
+    return answered if isinstance(answered, Response) else JSONResponse(answered, 202)

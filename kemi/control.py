@@ -7,7 +7,7 @@ import time
 
 import KSR
 
-from lib import calls, config, registrar, routing, store
+from lib import calls, config, routing, store
 from lib.decisions import control, mwi
 from lib.features import control as feature
 from lib.features import mwi as mwi_feature
@@ -28,6 +28,11 @@ def _set_state(ref, state):
 
 
 class ControlGlue:
+    def deskphones(self, number):
+        """The user's deskphone contacts that can be reached now."""
+        ctx = calls.load_context("", "", number, time.time(), CFG.node_id)
+        return [c for c in self.reachable(ctx) if c["class"] == routing.DESKPHONE]
+
     def control_request(self, ruri):
         """An initial request that is the control leg: handled (True) or not ours."""
         if f";{control.CONTROL_PARAM}=" not in ruri or not KSR.is_INVITE():
@@ -47,8 +52,7 @@ class ControlGlue:
             KSR.sl.send_reply(404, "Not Found (no such click-to-dial)")
             return
         ref = f"{number}.{dial_id}"
-        ctx = calls.load_context("", "", number, time.time(), CFG.node_id)
-        phones = [c for c in self.reachable(ctx) if c["class"] == routing.DESKPHONE]
+        phones = self.deskphones(number)
         if not phones:
             _set_state(ref, control.REFUSED)
             KSR.sl.send_reply(480, "Temporarily Unavailable (no deskphone)")
@@ -61,7 +65,8 @@ class ControlGlue:
         # deskphone shows, and later calls from, what these say.
         KSR.hdr.remove("From")
         KSR.hdr.remove("To")
-        KSR.hdr.insert(f"From: {control.control_from(destination, CFG.domain, KSR.pv.get('$ft'))}\r\n")
+        shown = control.control_from(destination, CFG.domain, KSR.pv.get("$ft"))
+        KSR.hdr.insert(f"From: {shown}\r\n")
         KSR.hdr.insert(f"To: <sip:{number}@{CFG.domain}>\r\n")
         for header in control.control_headers(CFG.domain, destination):
             KSR.hdr.append(header + "\r\n")
@@ -97,7 +102,7 @@ class ControlGlue:
         code = KSR.pv.get("$rs")
         if code >= 200:
             self.guarded(lambda: _set_state(KSR.pvx.avp_get(DIAL_AVP),
-                                                    control.outcome_of_refer(code)))
+                                            control.outcome_of_refer(code)))
         return 1
 
     def dialled_from_assistant(self, caller):
@@ -124,10 +129,10 @@ class ControlGlue:
     def answer_again(self, call, callee):
         """The same call offered again to the deskphone, which answers by itself: the
         caller keeps hearing ringback. call: the failure route's plan of the call."""
-        phones = [c for c in registrar.contacts_of(call["number"], time.time()).values()
-                  if c["class"] == routing.DESKPHONE]
+        phones = self.deskphones(call["number"])
         if not phones:
             KSR.tm.t_reply(480, "Temporarily Unavailable")
+            self.end_unanswered()
             return
         for header in control.auto_answer_hints(CFG.domain):
             KSR.hdr.append(header + "\r\n")
@@ -142,11 +147,8 @@ class ControlGlue:
                 and KSR.is_NOTIFY():
             store.post(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
 
-    def resend_message_summary(self, number, contacts):
+    def resend_message_summary(self, number, contacts, summary):
         """A device registered anew: it gets the last message-summary at once."""
-        summary = store.call(lambda r: mwi_feature.last(r, number))
-        if summary is None:
-            return
         for ruri, nexthop, socket, headers, body in mwi_feature.notifies(
                 CFG, number, contacts, summary):
             KSR.tm.t_uac_send("NOTIFY", ruri, nexthop, socket, headers, body)

@@ -404,7 +404,7 @@ class kamailio(ControlGlue):
             KSR.auth.auth_challenge(CFG.domain, 1)
             return
         number = KSR.pv.get("$au")
-        profile, ha1, stored = registrar.load(number)
+        profile, ha1, stored, summary = registrar.load(number)
         if not self.authenticate(ha1 if profile else None):
             return
         proto = pv("$pr")
@@ -429,8 +429,8 @@ class kamailio(ControlGlue):
         reply(result.code, result.text, result.headers)
         fresh = [c for f, c in result.upserts.items()
                  if f not in stored or stored[f]["expires_at"] <= now]
-        if fresh:       # after its 200: the device knows it is registered
-            self.resend_message_summary(number, fresh)
+        if fresh and summary is not None:   # after its 200: the device knows it is registered
+            self.resend_message_summary(number, fresh, summary)
 
     # --- initial requests -------------------------------------------------------------
 

@@ -3,7 +3,7 @@ few store operations that read and apply it."""
 from dataclasses import dataclass, field
 
 from lib import config as cfgmod
-from lib import metrics, sipmsg, store
+from lib import control_keys, metrics, sipmsg, store
 from lib.provisioning import profile_of
 from lib.routing import DEVICE_CLASSES, class_allowed, device_class, device_status
 
@@ -133,10 +133,13 @@ def contact_expires(params, header_expires, default_expires):
 # --- store operations ------------------------------------------------------------------
 
 def load(number):
-    """(profile, ha1, contacts) of a user in one round trip."""
-    (profile, ha1), contacts = store.run(("HMGET", store.user_key(number), "profile", "ha1"),
-                                         ("HGETALL", store.contacts_key(number)))
-    return profile_of(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts))
+    """(profile, ha1, contacts, last message-summary or None) of a user in one round trip
+    (the summary goes again to a device that registers anew: section 5)."""
+    (profile, ha1), contacts, summary = store.run(
+        ("HMGET", store.user_key(number), "profile", "ha1"),
+        ("HGETALL", store.contacts_key(number)), ("GET", control_keys.mwi_key(number)))
+    return (profile_of(profile), ha1.decode() if ha1 else None, decode(store.pairs(contacts)),
+            summary.decode("utf-8", "replace") if summary else None)
 
 
 def apply(number, result):

@@ -176,7 +176,10 @@ class Control:
             entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
                                      call_id))
             if entry is None:
-                raise ControlError(409, "this proxy does not hold that call's dialog")
+                # Only a click-to-dial's call is kept as a dialog (the call path pays
+                # nothing for the others).
+                raise ControlError(409, "an answered call can be hung up from here only "
+                                        "when it was placed by click-to-dial")
             rpc(self.cfg.kamailio_ctl, "dlg.end_dlg", *entry)
             return
         if action == "decline":

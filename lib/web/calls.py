@@ -68,7 +68,8 @@ def dial(request: Request, number: str, body: models.DialIn):
 
 
 @router.delete("/{number}/calls/{call_ref}", status_code=204, response_class=Response,
-               summary="Hang up an answered call (BYE to both sides)",
+               summary="Hang up: BYE to both sides of an answered call, decline a ringing one, "
+                       "cancel a placed one that still rings",
                responses={**UNKNOWN, **CONFLICT})
 @auth(USER)
 def hangup(request: Request, number: str, call_ref: str):

@@ -31,8 +31,8 @@ def test_the_page_sees_calls_devices_fallback_and_voicemail(site, tmp_path):
         (tmp_path / name).mkdir()
     desk = Baresip(tmp_path, "1000", "secret", proxy.sip_addr)
     desk.start()
-    with Softphone(tmp_path / "watcher") as page, Softphone(tmp_path / "other") as other:
-        try:
+    try:
+        with Softphone(tmp_path / "watcher") as page, Softphone(tmp_path / "other") as other:
             desk.wait_registered()
             page.open()
             assert page.call("watchEvents", {"api": proxy.api_url, **USER})["status"] == 200
@@ -83,5 +83,5 @@ def test_the_page_sees_calls_devices_fallback_and_voicemail(site, tmp_path):
             index, fallback = wait_event(page, "device", lambda d: d["reason"] == "logged_out",
                                          after=index, timeout=3)
             assert fallback["effective"] == "deskphone"
-        finally:
-            desk.stop()
+    finally:
+        desk.stop()

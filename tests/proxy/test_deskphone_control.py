@@ -2,11 +2,11 @@
 baresip (Debian's 1.0, auto-answer on) as user 1000's deskphone, the MDS played by SIPp,
 the UC Assistant's requests made with the user's own credentials."""
 import json
-import time
 
 import pytest
 
 from tests.support.baresip import Baresip
+from tests.support.control import USER, calls, wait_for
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
 from tests.test_forwarding import diversion_of, forwards
@@ -15,7 +15,6 @@ from tests.test_ua_admin import as_json, cli, ok  # noqa: F401 (cli: a fixture)
 from tests.test_unique_account import browser
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
-USER = ("1000", "secret")
 
 
 @pytest.fixture
@@ -29,20 +28,6 @@ def deskphone(site, tmp_path):
         yield phone
     finally:
         phone.stop()
-
-
-def calls(proxy, number="1000"):
-    status, body, _ = proxy.api("GET", f"/api/v1/users/{number}/calls", auth=USER)
-    assert status == 200, body
-    return body
-
-
-def wait_for(check, timeout=5, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.05)
-    return found
 
 
 def test_click_to_dial_rings_the_deskphone_which_calls_the_destination(site, deskphone):

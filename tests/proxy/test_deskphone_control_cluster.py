@@ -1,29 +1,12 @@
 """Deskphone control through a second proxy of a cluster (contract section 12): the
 deskphone (baresip) is registered over TCP on proxy A, the UC Assistant's requests go to
 proxy B, whose API server passes an action on a call A holds to A's API server."""
-import time
-
 import pytest
 
 from tests.support.baresip import Baresip
+from tests.support.control import USER, calls, wait_for
 from tests.support.fixtures import MDS_IP
 from tests.test_scale_out import cluster  # noqa: F401 (a fixture)
-
-USER = ("1000", "secret")
-
-
-def wait_for(check, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
-        time.sleep(0.05)
-    return found
-
-
-def calls(site):
-    status, body, _ = site.proxy.api("GET", "/api/v1/users/1000/calls", auth=USER)
-    assert status == 200, body
-    return body
 
 
 @pytest.fixture
@@ -50,9 +33,9 @@ def test_click_to_dial_and_hang_up_through_the_other_proxy(cluster, tcp_deskphon
     status, body, _ = b.proxy.api("POST", "/api/v1/users/1000/calls", {"destination": "2000"},
                                   auth=USER)
     assert status == 202, body
-    call = wait_for(lambda: [c for c in calls(b) if c["state"] == "answered"],
-                    what="answered call")[0]
-    assert call["id"] == body["id"] and calls(a) == [call]     # one view from both proxies
+    call = wait_for(lambda: [c for c in calls(b.proxy) if c["state"] == "answered"],
+                    timeout=10, what="answered call")[0]
+    assert call["id"] == body["id"] and calls(a.proxy) == [call]     # one view from both proxies
     assert b.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}", auth=USER)[0] == 204
     outcome = mds.wait(10)
     assert outcome.ok, outcome.describe()
@@ -61,8 +44,8 @@ def test_click_to_dial_and_hang_up_through_the_other_proxy(cluster, tcp_deskphon
     assert invite.header("P-Asserted-Identity") == "<sip:1000@ua.test>"
     # the control leg and the deskphone's call both reached baresip over its connection
     assert [proto for proto, _ in phone.received("INVITE")] == ["TCP"]
-    wait_for(lambda: "CALL_CLOSED" in phone.event_types()[-1:] and calls(b) == [],
-             what="hang-up on baresip")
+    wait_for(lambda: "CALL_CLOSED" in phone.event_types()[-1:] and calls(b.proxy) == [],
+             timeout=10, what="hang-up on baresip")
     assert a.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}", auth=USER)[0] == 404
 
 
@@ -72,8 +55,8 @@ def test_declining_through_the_other_proxy(cluster, tcp_deskphone):  # noqa: F81
     phone = tcp_deskphone("manual")
     caller = a.mds_calls("1000", scenario="mds_call_expect_error").start()
     phone.wait_event("CALL_INCOMING")
-    call = wait_for(lambda: [c for c in calls(b) if c["state"] == "ringing"],
-                    what="ringing call")[0]
+    call = wait_for(lambda: [c for c in calls(b.proxy) if c["state"] == "ringing"],
+                    timeout=10, what="ringing call")[0]
     status, body, _ = b.proxy.api("POST", f"/api/v1/users/1000/calls/{call['id']}/answer",
                                   auth=("1001", "secret"))
     assert status == 403, body

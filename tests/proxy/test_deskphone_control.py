@@ -243,5 +243,6 @@ def test_ua_admin_dials_lists_hangs_up_and_prints_the_events(site, deskphone, cl
     assert dialled["id"] in listed and "answered" in listed and "2000" in listed
     assert f"call {dialled['id']} hung up" in ok(cli("hangup", "1000", dialled["id"])).stdout
     assert mds.wait(10).ok
+    wait_for(lambda: calls(site.proxy) == [], what="call ended")
     refused = cli("hangup", "1000", dialled["id"])
     assert refused.returncode == 1 and "HTTP 404" in refused.stderr

@@ -5,13 +5,14 @@ setup:
 	@scripts/setup.sh
 
 run: setup
-	.venv/bin/python -m lib.runner
+	.venv/bin/python -m lib.tools.runner
 
 test: setup
 	.venv/bin/python -m pytest -q -p no:cacheprovider tests
 
+# The tests that need no Kamailio: tests/unit (no process) and tests/redis (a real Redis).
 unit: setup
-	.venv/bin/python -m pytest -q -p no:cacheprovider tests -k unit
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/redis
 
 # This proxy against a native Kamailio, a db_redis one and the native routing in Python
 # (KEMI), side by side (bench/run.py);

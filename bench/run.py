@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.probe import LatencyProbe  # noqa: E402
-from lib import mds_health  # noqa: E402
-from lib.provisioning import ha1  # noqa: E402
-from lib.runner import wait_for  # noqa: E402
+from lib.features import mds_health  # noqa: E402
+from lib.tools.runner import wait_for  # noqa: E402
+from lib.users import provisioning  # noqa: E402
+from lib.users.profiles import ha1  # noqa: E402
 from tests.support.processes import stop_process  # noqa: E402
 from tests.support.redisproc import RedisProcess  # noqa: E402
 from tests.support.sipp import free_port  # noqa: E402
@@ -261,8 +262,15 @@ class NativeProxy(Proxy):
             self.redis_server.stop()
 
 
+def runner_module(root):
+    """The runner of the tree at `root`: lib/tools/runner.py, or lib/runner.py in the trees
+    before lib/ was split into packages (bench/side_by_side.py runs older revisions)."""
+    return "lib.tools.runner" if (Path(root) / "lib" / "tools" / "runner.py").exists() \
+        else "lib.runner"
+
+
 class UniqueAccountProxy(Proxy):
-    """U: this project, started as `make run` starts it (python -m lib.runner); metrics
+    """U: this project, started as `make run` starts it (python -m lib.tools.runner); metrics
     False: with UA_METRICS=0 (the SIP side counts nothing); `root`: the tree it runs from
     (bench/side_by_side.py runs another revision beside)."""
 
@@ -277,7 +285,7 @@ class UniqueAccountProxy(Proxy):
         self.proc = self.redis_proc = None
 
     def start(self):
-        from lib import runner
+        from lib.tools import runner
         var = self.workdir / "var"
         self.redis_proc, url = runner.start_redis(var)
         self.redis_pid = self.redis_proc.pid
@@ -299,16 +307,16 @@ class UniqueAccountProxy(Proxy):
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
         with open(self.workdir / "proxy.log", "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=self.root,
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", runner_module(self.root)],
+                                         cwd=self.root, env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
         wait_for(lambda: answers_options(self.addr), 60, f"proxy {self.name}")
         self.pin()
         return self
 
     def provision(self, url):
-        """The users through the provisioning code the API uses (lib/provisioning); the
+        """The users through the provisioning code the API uses (lib/users/provisioning); the
         call pool with the webrtc selection stored."""
-        from lib import provisioning
         prov = provisioning.Provisioning(redis.Redis.from_url(url), PROXY_IP)
         prov.put_mds("mds1", {"name": "mds1", "uri": f"sip:{MDS_IP}",
                               "addresses": [MDS_IP]})
@@ -510,7 +518,7 @@ class Bench:
 
 def context_misses(proxy):
     """U's cached reads (call contexts, watcher checks) that went to Redis so far
-    (lib/store.cached_script opts each such read into tracking with CLIENT CACHING)."""
+    (lib/store/wire.cached_script opts each such read into tracking with CLIENT CACHING)."""
     if not isinstance(proxy, UniqueAccountProxy):
         return None
     return proxy.redis.info("commandstats").get("cmdstat_client|caching", {}).get("calls", 0)
@@ -753,7 +761,7 @@ def api_auth_row(workdir):
     Redis, its users), REPEATS alternating rounds of AUTH_ROUND requests each."""
     import base64
     import http.client
-    from lib.runner import API_SERVER
+    from lib.tools.runner import API_SERVER
     proxy = UniqueAccountProxy(workdir, Users(100))
     number = proxy.users.numbers[0]
     auth = "Basic " + base64.b64encode(f"{number}:{PASSWORD.format(number)}".encode()).decode()

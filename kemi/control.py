@@ -7,12 +7,13 @@ import time
 
 import KSR
 
-from lib import calls, config, routing, store
-from lib.decisions import control, mwi
+from kemi.glue import CFG, guarded
+from lib.decisions import control, mwi, routing
+from lib.features import calls
 from lib.features import control as feature
 from lib.features import mwi as mwi_feature
+from lib.store import clients, wire
 
-CFG = config.load()
 DIAL_AVP = "ua_dial"     # "<number>.<click-to-dial id>", kept with the transaction
 
 
@@ -24,7 +25,7 @@ def _dial_ref(value):
 
 def _set_state(ref, state):
     number, dial_id = _dial_ref(ref)
-    store.call(lambda r: feature.update_dial(r, number, dial_id, state=state))
+    clients.call(lambda r: feature.update_dial(r, number, dial_id, state=state))
 
 
 class ControlGlue:
@@ -47,7 +48,7 @@ class ControlGlue:
         if KSR.pv.get("$si") != CFG.listen or KSR.pv.get("$sp") != CFG.sip_port:
             KSR.sl.send_reply(403, "Forbidden (control leg from elsewhere)")
             return
-        dial = store.call(lambda r: feature.load_dial(r, number, dial_id or ""))
+        dial = clients.call(lambda r: feature.load_dial(r, number, dial_id or ""))
         if dial is None:
             KSR.sl.send_reply(404, "Not Found (no such click-to-dial)")
             return
@@ -57,9 +58,9 @@ class ControlGlue:
             _set_state(ref, control.REFUSED)
             KSR.sl.send_reply(480, "Temporarily Unavailable (no deskphone)")
             return
-        store.call(lambda r: feature.update_dial(r, number, dial_id,
-                                                 control_call_id=KSR.pv.get("$ci"),
-                                                 control_cseq=int(KSR.pv.get("$cs"))))
+        clients.call(lambda r: feature.update_dial(r, number, dial_id,
+                                                   control_call_id=KSR.pv.get("$ci"),
+                                                   control_cseq=int(KSR.pv.get("$cs"))))
         destination = dial["destination"]
         # The bridge's From and To are its own (a global identity, our marker): the
         # deskphone shows, and later calls from, what these say.
@@ -80,7 +81,7 @@ class ControlGlue:
 
     def ksr_failure_control(self, msg):
         """The deskphone refused the control leg (busy, declined, no answer)."""
-        return self.guarded(
+        return guarded(
             lambda: _set_state(KSR.pvx.avp_get(DIAL_AVP),
                                control.outcome_of_invite(KSR.pv.get("$T_reply_code"))))
 
@@ -101,8 +102,8 @@ class ControlGlue:
     def ksr_onreply_control_refer(self, msg):
         code = KSR.pv.get("$rs")
         if code >= 200:
-            self.guarded(lambda: _set_state(KSR.pvx.avp_get(DIAL_AVP),
-                                            control.outcome_of_refer(code)))
+            guarded(lambda: _set_state(KSR.pvx.avp_get(DIAL_AVP),
+                                       control.outcome_of_refer(code)))
         return 1
 
     def dialled_from_assistant(self, caller):
@@ -112,7 +113,7 @@ class ControlGlue:
         if f";{control.DIAL_PARAM}=" not in ruri:
             return
         dial_id = control.uri_param(ruri, control.DIAL_PARAM)
-        if dial_id and store.call(lambda r: feature.update_dial(
+        if dial_id and clients.call(lambda r: feature.update_dial(
                 r, caller, dial_id, call_id=KSR.pv.get("$ci"))):
             KSR.dialog.dlg_manage()
 
@@ -124,20 +125,20 @@ class ControlGlue:
         None. Read only then: other failures pay nothing."""
         if not plan_raw or KSR.pv.get("$T_reply_code") != 487:
             return None
-        return store.call(lambda r: feature.take_action(r, KSR.pv.get("$ci")))
+        return clients.call(lambda r: feature.take_action(r, KSR.pv.get("$ci")))
 
-    def answer_again(self, call, callee):
+    def answer_again(self, rang):
         """The same call offered again to the deskphone, which answers by itself: the
-        caller keeps hearing ringback. call: the failure route's plan of the call."""
-        phones = self.deskphones(call["number"])
+        caller keeps hearing ringback. rang: the failure route's calls.RingPlan."""
+        phones = self.deskphones(rang.number)
         if not phones:
             KSR.tm.t_reply(480, "Temporarily Unavailable")
             self.end_unanswered()
             return
         for header in control.auto_answer_hints(CFG.domain):
             KSR.hdr.append(header + "\r\n")
-        self.apply(calls.Plan(routing.Ring(routing.DESKPHONE, "answered", phones), callee),
-                   call["diverted"])
+        self.apply(calls.Plan(routing.Ring(routing.DESKPHONE, "answered", phones),
+                              rang.callee_context()), rang.diverted)
 
     # --- message-waiting sent again (section 5) ------------------------------------------
 
@@ -145,7 +146,7 @@ class ControlGlue:
         """An MDS's unsolicited message-summary for a user: kept, to be sent again."""
         if event == mwi.EVENT and ctx.source_mds is not None and ctx.callee \
                 and KSR.is_NOTIFY():
-            store.post(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
+            wire.post(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
 
     def resend_message_summary(self, number, contacts, summary):
         """A device registered anew: it gets the last message-summary at once."""

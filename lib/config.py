@@ -1,4 +1,5 @@
-"""Configuration from the UA_* environment variables (contract section 1)."""
+"""Configuration from the UA_* environment variables (contract section 1): the only module
+that reads the process environment (a rule tests/unit/test_structure.py keeps)."""
 import ipaddress
 import os
 import socket
@@ -32,18 +33,29 @@ class Config:
     ws_origins: tuple
     mds_probe_interval: float   # seconds; 0: probing off
     mds_probe_threshold: int
-    node_addr: str              # host:port other proxies relay to (lib/nodes)
+    node_addr: str              # host:port other proxies relay to (lib/features/nodes)
     redis_sentinels: tuple      # ((host, port), ...): the master is found through them
     redis_master: str
     redis_wait: int             # replicas holding a write before it is acknowledged
     redis_timeout_ms: int       # the SIP path's wait for a Redis reply (lib/store)
-    context_cache: int          # call contexts a process keeps (lib/store.cached_script)
+    context_cache: int          # call contexts a process keeps (lib/store/wire.cached_script)
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
     metrics: bool               # UA_METRICS=0: the SIP side counts nothing (make bench)
     api_auth_failures: int      # failed API authentications per address and minute; 0: no limit
     api_auth_block_seconds: int
     api_require_tls: bool       # credentials over plain HTTP only from the host itself
+    subscribe_min_expires: int  # seconds; a BLF SUBSCRIBE asking less gets 423
+    history_max: int            # calls kept per user's history
+    max_call_seconds: int       # a call in progress not ended by then is forgotten
+    overload_queue_percent: float   # of the SIP listener's receive buffer (lib/features/overload)
+    overload_shm_percent: float     # of shared memory
+    tls_cert: str               # the proxy's certificate and key (the API's HTTPS too)
+    tls_key: str
+    run_dir: str                # this node's run directory (set by the runner)
+    var_dir: str                # the runner's state directory (the API token's file)
+    metrics_dir: str            # PROMETHEUS_MULTIPROC_DIR: the counting processes' files
+    api_url: str                # where ua-admin finds the API (default: this node's)
 
 
 def load(env=None) -> Config:
@@ -89,7 +101,30 @@ def load(env=None) -> Config:
         api_auth_block_seconds=max(1, int(env.get("UA_API_AUTH_BLOCK_SECONDS", "300"))),
         api_require_tls=env.get("UA_API_REQUIRE_TLS",
                                 "0" if is_loopback(listen) else "1") != "0",
+        subscribe_min_expires=int(env.get("UA_SUBSCRIBE_MIN_EXPIRES", "60")),
+        history_max=int(env.get("UA_HISTORY_MAX", "1000")),
+        max_call_seconds=int(env.get("UA_MAX_CALL_SECONDS", str(4 * 3600))),
+        overload_queue_percent=float(env.get("UA_OVERLOAD_QUEUE_PERCENT", "50")),
+        overload_shm_percent=float(env.get("UA_OVERLOAD_SHM_PERCENT", "60")),
+        tls_cert=env.get("UA_TLS_CERT", ""),
+        tls_key=env.get("UA_TLS_KEY", ""),
+        run_dir=env.get("UA_RUN_DIR", ""),
+        var_dir=env.get("UA_VAR_DIR", ""),
+        metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+        api_url=env.get("UA_API_URL", ""),
     )
+
+
+def environment():
+    """A copy of the process environment, for the runner to complete and hand to the
+    processes it starts."""
+    return dict(os.environ)
+
+
+def export(env):
+    """The runner's completed environment, made this process's own (what load() reads
+    from then on)."""
+    os.environ.update(env)
 
 
 def is_loopback(host):

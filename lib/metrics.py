@@ -2,7 +2,7 @@
 
 Counters and the routing-time histogram are written by every process that counts (each
 Kamailio worker, the API server) in the client's multiprocess mode: one mmap'd file per
-process under PROMETHEUS_MULTIPROC_DIR, which lib/runner sets (this node's var/run/) and
+process under PROMETHEUS_MULTIPROC_DIR, which lib/tools/runner sets (this node's var/run/) and
 clears before anything starts; a scrape adds them up. An increment is a write into that
 file, no system call but getpid.
 
@@ -15,7 +15,7 @@ the same writes,
                      and this index has one entry per registration)
   ua:active:<class>  zset "N|Call-ID" scored by expiry: calls in progress per device
 
-the MDS health this proxy's probes stored (lib/mds_health), and Kamailio's own statistics
+the MDS health this proxy's probes stored (lib/features/mds_health), and Kamailio's own statistics
 through its RPC interface (kamcmd on the ctl module's socket).
 """
 import bisect
@@ -35,8 +35,10 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
-from lib import config, mds_health, store
-from lib.routing import DEVICE_CLASSES
+from lib import config
+from lib.decisions.routing import DEVICE_CLASSES
+from lib.features import mds_health
+from lib.store import clients, codec, keyspace
 
 # Family -> (help, label names, the label values it is exported with from the start)
 COUNTERS = {
@@ -66,7 +68,8 @@ COUNTERS = {
         "New out-of-dialog requests refused with 503 while the node was overloaded",
         ("method",), [("INVITE",), ("REGISTER",)]),
 }
-GAUGES = {"ua_registrations": "ua:reg:", "ua_calls_in_progress": "ua:active:"}
+GAUGES = {"ua_registrations": keyspace.REGISTRATIONS_PREFIX,
+          "ua_calls_in_progress": keyspace.ACTIVE_CALLS_PREFIX}
 GAUGE_HELP = {"ua_registrations": "Live registrations by device class",
               "ua_calls_in_progress": "Calls in progress by device"}
 ROUTING_HISTOGRAM = "ua_routing_duration_seconds"
@@ -113,7 +116,7 @@ class _Files:
     def __init__(self):
         # A process not started by the runner (a test running the API in-process) counts
         # in a directory of its own.
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        directory = config.load().metrics_dir or tempfile.mkdtemp(
             prefix="ua-metrics-")
         self.pid = os.getpid()
         self.counters = MmapedDict(os.path.join(directory, f"counter_{self.pid}.db"))
@@ -159,17 +162,11 @@ def observe_routing(seconds):
         files.histograms.write_value(bucket, value, 0.0)
 
 
-def registrations_key(klass):
-    return f"{GAUGES['ua_registrations']}{klass}"
-
 
 def registration_member(number, field):
     """The gauge index entry of a binding (the same in registrar's connection-close Lua)."""
     return f"{number}|{hashlib.sha1(field.encode()).hexdigest()[:12]}"
 
-
-def active_calls_key(device):
-    return f"{GAUGES['ua_calls_in_progress']}{device}"
 
 
 def gauge_values(now):
@@ -183,20 +180,20 @@ def gauge_values(now):
         counts = pipe.execute()[1::2]
         keys = [(family, klass) for family in GAUGES for klass in DEVICE_CLASSES]
         return dict(zip(keys, counts))
-    return store.call(read)
+    return clients.call(read)
 
 
 def mds_up(node):
     """{name: up} of the MDS whose health this proxy knows (absent: not known yet)."""
     def read(r):
         pipe = r.pipeline(transaction=False)
-        pipe.hgetall(store.MDS_KEY)
-        pipe.hgetall(mds_health.key(node))
+        pipe.hgetall(keyspace.MDS_KEY)
+        pipe.hgetall(keyspace.mds_health_key(node))
         mds, health = pipe.execute()
-        return {k.decode(): mds_health.status(store.unpack(v), store.unpack(health[k])
+        return {k.decode(): mds_health.status(codec.unpack(v), codec.unpack(health[k])
                                               if k in health else None)[0]
                 for k, v in mds.items()}
-    return {name: up for name, up in store.call(read).items() if up is not None}
+    return {name: up for name, up in clients.call(read).items() if up is not None}
 
 
 def kamailio_rpc(ctl_socket, command):
@@ -225,7 +222,7 @@ class StateCollector:
     def collect(self):
         try:
             yield from self.redis_gauges()
-        except store.StoreUnavailable:
+        except clients.StoreUnavailable:
             count("ua_store_errors_total")     # the rest is still worth a scrape
         answers = {command: kamailio_rpc(self.cfg.kamailio_ctl, command)
                    for command in RPC_COMMANDS}
@@ -251,6 +248,7 @@ class StateCollector:
 def exposition():
     """(body, content type) of GET /metrics: text format 0.0.4, no timestamps."""
     registry = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
-    registry.register(StateCollector(config.load()))
+    cfg = config.load()
+    MultiProcessCollector(registry, path=cfg.metrics_dir)
+    registry.register(StateCollector(cfg))
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4

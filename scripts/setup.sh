@@ -39,11 +39,12 @@ if [ ! -x .venv/bin/python ] || ! cat requirements.txt requirements-test.txt | c
   cat requirements.txt requirements-test.txt > "$stamp"
 fi
 
-# `ua-admin` (lib/admin_cli.py) as a command of the venv: an editable install of this
+# `ua-admin` (lib/tools/admin_cli.py) as a command of the venv: an editable install of this
 # repository (pyproject.toml). The build leaves a *.egg-info here that nothing needs.
-if [ ! -x .venv/bin/ua-admin ]; then
+if [ ! -x .venv/bin/ua-admin ] || ! cmp -s pyproject.toml .venv/.pyproject; then
   echo "setup: installing ua-admin"
   .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  cp pyproject.toml .venv/.pyproject
   rm -rf ./*.egg-info
 fi
 

@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.request
 
-from lib import control_keys, registrar, store
+from lib.features import registrar
+from lib.store import codec, keyspace
 from lib.decisions import control
 
 RPC_TIMEOUT = 2.0
@@ -42,7 +43,7 @@ def api_url(cfg):
 
 
 def announce(cfg, r):
-    r.hset(control_keys.API_NODES_KEY, cfg.node_id, api_url(cfg))
+    r.hset(keyspace.API_NODES_KEY, cfg.node_id, api_url(cfg))
 
 
 def rpc(ctl, *args):
@@ -60,13 +61,13 @@ def rpc(ctl, *args):
 # --- a click-to-dial's record: shared by the API server and the Kamailio glue -----------
 
 def load_dial(r, number, dial_id):
-    raw = r.hget(control_keys.dials_key(number), dial_id)
-    return store.unpack(raw) if raw else None
+    raw = r.hget(keyspace.dials_key(number), dial_id)
+    return codec.unpack(raw) if raw else None
 
 
 def save_dial(r, number, dial_id, dial):
-    key = control_keys.dials_key(number)
-    r.pipeline().hset(key, dial_id, store.pack(dial)) \
+    key = keyspace.dials_key(number)
+    r.pipeline().hset(key, dial_id, codec.pack(dial)) \
         .expire(key, control.DIAL_TTL_SECONDS).execute()
 
 
@@ -84,19 +85,19 @@ ACTION_TTL_SECONDS = 30
 
 def ask(r, call_id, action):
     """Tell the failure route why the call's ringing branch is being cancelled."""
-    r.set(control_keys.action_key(call_id), action, ex=ACTION_TTL_SECONDS)
+    r.set(keyspace.action_key(call_id), action, ex=ACTION_TTL_SECONDS)
 
 
 def take_action(r, call_id):
     """What was asked of a call whose branch was cancelled (and forget it): None if
     nothing, the branch was cancelled for another reason."""
-    raw = r.getdel(control_keys.action_key(call_id))
+    raw = r.getdel(keyspace.action_key(call_id))
     return raw.decode() if raw else None
 
 
 def dials_of(r, number):
-    return {k.decode(): store.unpack(v)
-            for k, v in r.hgetall(control_keys.dials_key(number)).items()}
+    return {k.decode(): codec.unpack(v)
+            for k, v in r.hgetall(keyspace.dials_key(number)).items()}
 
 
 # --- the API server's service ------------------------------------------------------------
@@ -108,7 +109,7 @@ class Control:
     def calls(self, number):
         now = self.clock()
         live = {k.decode(): c for k, c in
-                ((k, store.unpack(v)) for k, v in self.r.hgetall(store.calls_key(number)).items())
+                ((k, codec.unpack(v)) for k, v in self.r.hgetall(keyspace.calls_key(number)).items())
                 if c["expires_at"] > now}
         return control.calls_in_progress(live, dials_of(self.r, number))
 
@@ -146,16 +147,16 @@ class Control:
             if dial is not None and not dial.get("call_id") and dial["state"] == control.DIALING:
                 return dial.get("control_call_id"), None
             call_id = dial.get("call_id") if dial else None
-        raw = self.r.hget(store.calls_key(number), call_id) if call_id else None
+        raw = self.r.hget(keyspace.calls_key(number), call_id) if call_id else None
         if raw is None:
             raise ControlError(404, f"no call {call_ref}")
-        return call_id, store.unpack(raw)
+        return call_id, codec.unpack(raw)
 
     def here(self, held):
         """Raise Elsewhere unless this proxy holds the call (held: its entry or record)."""
         node = held.get("node")
         if node and node != self.cfg.node_id:
-            url = self.r.hget(control_keys.API_NODES_KEY, node)
+            url = self.r.hget(keyspace.API_NODES_KEY, node)
             if url is None:
                 raise ControlError(409, f"the call is held by proxy {node}, which is gone")
             raise Elsewhere(url.decode())
@@ -205,7 +206,7 @@ class Control:
         try:
             rpc(self.cfg.kamailio_ctl, "tm.cancel", call_id, f"s:{cseq}")
         except ControlError as exc:
-            self.r.delete(control_keys.action_key(call_id))
+            self.r.delete(keyspace.action_key(call_id))
             raise ControlError(409, f"the call no longer rings here ({exc})") from exc
 
 

@@ -9,8 +9,8 @@ import time
 
 from starlette.concurrency import run_in_threadpool
 
-from lib import callstate, registrar
 from lib.decisions import control, mwi
+from lib.features import callstate, registrar
 from lib.features import mwi as mwi_feature
 from lib.features.control import Control
 

@@ -4,20 +4,20 @@ anew (the Kamailio glue, kemi/control.py) and to the effective device after a de
 change (the API server, over Kamailio's RPC: tm.t_uac_start)."""
 import logging
 
-from lib import control_keys, nodes, registrar, store
 from lib.decisions import mwi
-from lib.features import control
+from lib.features import control, nodes, registrar
+from lib.store import keyspace
 
 log = logging.getLogger("ua.mwi")
 
 
 def keep(number, summary):
     """The command that keeps a user's last message-summary (posted by the glue)."""
-    return ("SET", control_keys.mwi_key(number), summary)
+    return ("SET", keyspace.mwi_key(number), summary)
 
 
 def last(r, number):
-    raw = r.get(control_keys.mwi_key(number))
+    raw = r.get(keyspace.mwi_key(number))
     return raw.decode("utf-8", "replace") if raw else None
 
 
@@ -37,7 +37,7 @@ def resend_to_device(cfg, r, number, device, now):
     if summary is None or device is None:
         return
     contacts = [c for c in registrar.live(registrar.decode(
-        r.hgetall(store.contacts_key(number)).items()), now).values()
+        r.hgetall(keyspace.contacts_key(number)).items()), now).values()
         if c["class"] == device]
     for message in notifies(cfg, number, contacts, summary):
         try:

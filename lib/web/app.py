@@ -8,7 +8,7 @@ Starlette's CORS middleware, and what the contract adds on top:
   (bearer token), USER (the token or the Basic credentials of the path's {number}) or
   ANY_USER (the token or any user's Basic credentials);
 - an unreachable store is 503 with Retry-After at once, and a change is answered only
-  once every process's cache heard of it (lib.store.acknowledged).
+  once every process's cache heard of it (lib/store/wire.acknowledged).
 
 Handlers are plain functions over lib/ service functions, which FastAPI runs in its
 thread pool (the CSV import runs in a process of its own: lib/web/users_csv.py);
@@ -30,7 +30,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from lib import config as config_mod
-from lib import authlimit, metrics, provisioning, store
+from lib import metrics
+from lib.store import clients, wire
+from lib.users import profiles, provisioning, validation
+from lib.web import authlimit
 from lib.web import models
 
 log = logging.getLogger("ua.api")
@@ -67,9 +70,9 @@ class Context:
     def redis(self):
         if self._redis is None:
             try:
-                self._redis = store.client()
+                self._redis = clients.client()
             except Exception as exc:         # bad or empty UA_REDIS_URL
-                raise store.StoreUnavailable(f"no state store: {exc}") from exc
+                raise clients.StoreUnavailable(f"no state store: {exc}") from exc
         return self._redis
 
     @property
@@ -79,9 +82,9 @@ class Context:
             return self._given
         if self._bulk is None:
             try:
-                self._bulk = store.bulk_connect(self.config)
+                self._bulk = clients.bulk_connect(self.config)
             except Exception as exc:
-                raise store.StoreUnavailable(f"no state store: {exc}") from exc
+                raise clients.StoreUnavailable(f"no state store: {exc}") from exc
         return self._bulk
 
     @property
@@ -123,7 +126,7 @@ LOOPBACK_CLIENTS = ("127.0.0.1", "::1")
 
 def _auth_failed(c, level, peer, account=None):
     """A failed check of the credentials given: counted, and counted against the peer's
-    address (lib/authlimit)."""
+    address (lib/web/authlimit)."""
     metrics.count("ua_auth_failures_total", "api")
     if c.config.api_auth_failures:
         authlimit.failed(c.redis, c.config, peer, account)
@@ -136,7 +139,7 @@ def _basic(cred):
         user, sep, password = base64.b64decode(cred, validate=True).decode("utf-8").partition(":")
     except (binascii.Error, ValueError):
         return None
-    return (user, password) if sep and provisioning.valid_number(user) else None
+    return (user, password) if sep and validation.valid_number(user) else None
 
 
 def _lookup(c, peer, number):
@@ -144,7 +147,7 @@ def _lookup(c, peer, number):
     if not c.config.api_auth_failures:
         return None, c.provisioning.user_auth(number) if number else None
     retry, reply = authlimit.blocked_for(c.redis, peer, number)
-    return retry, provisioning.auth_record(reply) if number else None
+    return retry, profiles.auth_record(reply) if number else None
 
 
 def authenticate(c, header, level, number, peer="", secure=False, local=""):
@@ -242,8 +245,8 @@ class Route(APIRoute):
                     request.url.scheme == "https", (request.scope.get("server") or ("",))[0])
             response = await handler(request)
             if changes and response.status_code < 300:
-                # The next call, and a failover, see the change (lib.store.acknowledged).
-                await run_in_threadpool(store.acknowledged, c.redis)
+                # The next call, and a failover, see the change (lib/store/wire.acknowledged).
+                await run_in_threadpool(wire.acknowledged, c.redis)
             return response
         return guarded
 
@@ -298,7 +301,7 @@ def _install_error_handlers(app):
     async def api_error(request, exc):
         return error(exc.status, exc.message, exc.headers)
 
-    @app.exception_handler(provisioning.ProvisioningError)
+    @app.exception_handler(validation.ProvisioningError)
     async def provisioning_error(request, exc):
         return error(exc.status, exc.message)
 
@@ -319,7 +322,7 @@ def _install_error_handlers(app):
         metrics.count("ua_store_errors_total")
         return error(503, "state store unavailable, retry", {"Retry-After": "1"})
 
-    for kind in (store.StoreUnavailable, provisioning.Busy, redis.RedisError, OSError):
+    for kind in (clients.StoreUnavailable, provisioning.Busy, redis.RedisError, OSError):
         app.add_exception_handler(kind, unavailable)
 
     @app.exception_handler(Exception)

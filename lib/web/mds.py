@@ -2,7 +2,7 @@
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from lib import mds_health
+from lib.features import mds_health
 from lib.web import models
 from lib.web.app import PREFIX, ApiError, Route, auth, ctx
 

@@ -1,31 +1,31 @@
 """The API's bodies as pydantic models: FastAPI validates requests with them and writes the
 OpenAPI document from them. What a schema cannot say (a password needed to create a user,
 an MDS that must exist, a DID free in the store, a `ua` line refusing memberships, an
-enabled forward needing a destination) is checked by lib.provisioning after the model,
+enabled forward needing a destination) is checked by lib.users.provisioning after the model,
 with the same messages as the CSV import."""
 import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lib import provisioning as prov
-from lib.routing import DEVICE_CLASSES
+from lib.decisions.routing import DEVICE_CLASSES
+from lib.users import forward_rules, profiles, validation
 
 
 def _anchored(regex):
     return "^" + regex.pattern + "$"
 
 
-NUMBER_PATTERN = _anchored(prov.NUMBER_RE)
-DID_PATTERN = _anchored(prov.DID_RE)
-MDS_NAME_PATTERN = _anchored(prov.MDS_NAME_RE)
-FORWARD_DEST_PATTERN = f"^({prov.VOICEMAIL}|{prov.FORWARD_DEST_RE.pattern})$"
+NUMBER_PATTERN = _anchored(validation.NUMBER_RE)
+DID_PATTERN = _anchored(validation.DID_RE)
+MDS_NAME_PATTERN = _anchored(validation.MDS_NAME_RE)
+FORWARD_DEST_PATTERN = f"^({forward_rules.VOICEMAIL}|{forward_rules.FORWARD_DEST_RE.pattern})$"
 
-LineType = Literal[prov.LINE_TYPES]
+LineType = Literal[profiles.LINE_TYPES]
 Device = Literal[DEVICE_CLASSES]
 DeviceReason = Literal["selected", "logged_out", "selected_unavailable", "none_registered"]
 PresenceState = Literal["available", "ringing", "in_use", "unavailable"]
-_UA_REFUSED = dict(prov.UA_UNSUPPORTED)
+_UA_REFUSED = dict(validation.UA_UNSUPPORTED)
 
 
 class Body(BaseModel):
@@ -50,7 +50,7 @@ class Answer(BaseModel):
 
 
 def _membership_list():
-    return Field(default_factory=list, max_length=prov.MAX_MEMBERSHIP_ITEMS)
+    return Field(default_factory=list, max_length=validation.MAX_MEMBERSHIP_ITEMS)
 
 
 class Memberships(Body):
@@ -75,15 +75,15 @@ class UserIn(Body):
         "dids": ["+33123456789"], "ring_seconds": 30}})
     number: str | None = Field(None, pattern=NUMBER_PATTERN,
                                description="when present, must equal the number in the path")
-    name: str = Field(max_length=prov.MAX_NAME_LENGTH)
-    password: str | None = Field(None, min_length=1, max_length=prov.MAX_PASSWORD_LENGTH,
+    name: str = Field(max_length=validation.MAX_NAME_LENGTH)
+    password: str | None = Field(None, min_length=1, max_length=validation.MAX_PASSWORD_LENGTH,
                                  description="SIP password, stored only as HA1")
     line_type: LineType
     mds: str | None = Field(None, pattern=MDS_NAME_PATTERN,
                             description="name of the user's MDS; null: standalone")
-    dids: list[str] | None = Field(None, max_length=prov.MAX_DIDS)
-    ring_seconds: int | None = Field(None, ge=1, le=prov.MAX_RING_SECONDS,
-                                     description=f"default {prov.DEFAULT_RING_SECONDS}")
+    dids: list[str] | None = Field(None, max_length=validation.MAX_DIDS)
+    ring_seconds: int | None = Field(None, ge=1, le=validation.MAX_RING_SECONDS,
+                                     description=f"default {profiles.DEFAULT_RING_SECONDS}")
     memberships: Memberships | None = None
 
 
@@ -158,7 +158,7 @@ class MdsIn(Body):
     name: str | None = Field(None, pattern=MDS_NAME_PATTERN,
                              description="when present, must equal the name in the path")
     uri: str = Field(description="sip:host[:port], no user part, no parameters")
-    addresses: list[str] = Field(default_factory=list, max_length=prov.MAX_MDS_ADDRESSES,
+    addresses: list[str] = Field(default_factory=list, max_length=validation.MAX_MDS_ADDRESSES,
                                  description="IP addresses trusted as this MDS")
 
 

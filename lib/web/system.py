@@ -2,8 +2,9 @@
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from lib import health as health_mod
-from lib import metrics, store
+from lib import metrics
+from lib.features import health as health_mod
+from lib.store import clients
 from lib.web import models
 from lib.web.app import NONE, PREFIX, Route, auth, ctx
 
@@ -19,7 +20,7 @@ def health(request: Request):
     c = ctx(request)
     try:
         reason = health_mod.problem(c.config, c.redis)
-    except store.StoreUnavailable:
+    except clients.StoreUnavailable:
         reason = "state store unreachable"
     if reason is None:
         return JSONResponse({"status": "ok"})

@@ -3,9 +3,8 @@
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from lib import blf, callstate, registrar
-from lib import provisioning as prov
-from lib.features import mwi
+from lib.features import blf, callstate, mwi, registrar
+from lib.users import validation
 from lib.web import models
 from lib.web.app import ANY_USER, PREFIX, USER, ApiError, Route, auth, ctx
 
@@ -16,7 +15,7 @@ HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX = 50, 1000
 
 
 def _body(model):
-    """A validated body as the dict lib.provisioning checks: only the fields sent."""
+    """A validated body as the dict lib.users.provisioning checks: only the fields sent."""
     return model.model_dump(exclude_unset=True)
 
 
@@ -41,7 +40,7 @@ def get_user(request: Request, number: str):
                        409: {"model": models.Error, "description": "a DID already taken"}})
 @auth("admin")
 def put_user(request: Request, number: str, record: models.UserIn):
-    if not prov.valid_number(number):
+    if not validation.valid_number(number):
         raise ApiError(400, "number must be 1 to 20 digits")
     created, profile = ctx(request).provisioning.put_user(number, _body(record))
     return JSONResponse(profile, 201 if created else 200)

@@ -1,4 +1,4 @@
-"""CSV import and export of users (contract section 9; the format: lib/csvio.py).
+"""CSV import and export of users (contract section 9; the format: lib/users/csvio.py).
 
 An import runs in a process of its own (one, started on the first import): parsing and
 checking 100,000 rows in a thread of the API server held the GIL in turns with every
@@ -16,7 +16,8 @@ from concurrent.futures.process import BrokenProcessPool
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from lib import csvio, store
+from lib.store import clients
+from lib.users import csvio
 from lib.web import models
 from lib.web.app import PREFIX, ApiError, Route, auth, ctx
 
@@ -33,7 +34,7 @@ def _import(cfg, raw, content_type, dry_run):
     """In the importer process."""
     key = (cfg.redis_url, cfg.redis_sentinels, cfg.redis_master)
     if key not in _clients:
-        _clients[key] = store.bulk_connect(cfg)
+        _clients[key] = clients.bulk_connect(cfg)
     return csvio.import_users(_clients[key], cfg.domain, raw, content_type, dry_run)
 
 

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
+from tests.proxy.test_forwarding import diversion_of, forwards
+from tests.proxy.test_ua_admin import as_json, cli, ok  # noqa: F401 (cli: a fixture)
 from tests.support.baresip import Baresip
 from tests.support.control import USER, calls, wait_for
+from tests.support.devices import browser
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
+from tests.support.scrape import scrape, value
 from tests.support.sipp import free_port
-from tests.test_forwarding import diversion_of, forwards
-from tests.test_metrics import scrape, value
-from tests.test_ua_admin import as_json, cli, ok  # noqa: F401 (cli: a fixture)
-from tests.test_unique_account import browser
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
 

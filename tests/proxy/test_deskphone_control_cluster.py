@@ -3,10 +3,10 @@ deskphone (baresip) is registered over TCP on proxy A, the UC Assistant's reques
 proxy B, whose API server passes an action on a call A holds to A's API server."""
 import pytest
 
+from tests.proxy.test_scale_out import cluster  # noqa: F401 (a fixture)
 from tests.support.baresip import Baresip
 from tests.support.control import USER, calls, wait_for
 from tests.support.fixtures import MDS_IP
-from tests.test_scale_out import cluster  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 
 from tests.support.baresip import Baresip
 from tests.support.eventstream import EventStream
-from tests.test_unique_account import browser
+from tests.support.devices import browser
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
 

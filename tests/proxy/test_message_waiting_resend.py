@@ -4,7 +4,7 @@ anew and to the effective device after a device change."""
 import pytest
 
 from tests.support.baresip import Baresip
-from tests.test_unique_account import browser, wait_until
+from tests.support.devices import browser, wait_until
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
 

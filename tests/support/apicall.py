@@ -62,7 +62,7 @@ def client(cfg, redis_client=None, clock=None):
 @pytest.fixture
 def env(redis_url):
     # No block of failed authentications: these tests send wrong credentials on purpose,
-    # all from one client (tests/test_api_security.py tests the block).
+    # all from one client (tests/proxy/test_api_security.py tests the block).
     return {"UA_REDIS_URL": redis_url, "UA_API_TOKEN": TOKEN, "UA_DOMAIN": DOMAIN,
             "UA_MEDIA": "passthrough", "UA_API_AUTH_FAILURES": "0"}
 

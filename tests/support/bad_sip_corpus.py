@@ -1,4 +1,4 @@
-"""A corpus of malformed or hostile SIP requests for tests/test_bad_sip.py, generated as
+"""A corpus of malformed or hostile SIP requests for tests/proxy/test_bad_sip.py, generated as
 templates (one well-formed request per method) x mutations (one fault each), plus
 hand-written specials (broken request lines, REGISTER floods and overflows, garbage
 digest credentials).

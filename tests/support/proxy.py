@@ -1,4 +1,4 @@
-"""The proxy under test: `python -m lib.runner` with free ports, its own var/ directory
+"""The proxy under test: `python -m lib.tools.runner` with free ports, its own var/ directory
 and a given Redis, ready when its API server's /api/v1/health answers 200 (Kamailio,
 Redis and the media relay answer), stopped by its PID."""
 import base64
@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lib.provisioning import ha1
+from lib.users.profiles import ha1
 from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 
@@ -25,7 +25,7 @@ ERROR_LINE = re.compile(r"\b(?:ERROR|CRITICAL|CRIT|ALERT|BUG|EMERG):|^ua-api: (?
 
 class Proxy:
     # Every log a proxy of this test session wrote, and every credential the session gave
-    # a proxy: no log may hold one (contract section 9; tests/conftest.py checks at the end).
+    # a proxy: no log may hold one (contract section 9; tests/proxy/conftest.py checks at the end).
     logs = set()
     credentials = {TOKEN}
 
@@ -43,13 +43,13 @@ class Proxy:
             # lets a test see a BLF subscription expire within seconds
             "UA_SUBSCRIBE_MIN_EXPIRES": "1",
             # MDS probing off: most tests run their SIPp MDS only around a call, so it
-            # would be marked down between calls (tests/test_mds.py turns it on)
+            # would be marked down between calls (tests/proxy/test_mds.py turns it on)
             "UA_MDS_PROBE_INTERVAL": "0",
             # flood protection off whatever the default: the bad-SIP corpus and the loads
-            # come from one address at hundreds per second (tests/test_security.py sets it)
+            # come from one address at hundreds per second (tests/proxy/test_security.py sets it)
             "UA_FLOOD_RATE": "0",
             # no block of failed API authentications either: the API tests send wrong
-            # credentials from 127.0.0.1 on purpose (tests/test_api_security.py sets it)
+            # credentials from 127.0.0.1 on purpose (tests/proxy/test_api_security.py sets it)
             "UA_API_AUTH_FAILURES": "0", **(env or {})}
         self.proc = None
         self.log_path = self.workdir / "proxy.log"
@@ -96,7 +96,7 @@ class Proxy:
         env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
         env.update(self.env)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "lib.runner"], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "lib.tools.runner"], cwd=ROOT, env=env,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
@@ -148,12 +148,15 @@ class Proxy:
     def log_size(self):
         return self.log_path.stat().st_size
 
-    def errors_since(self, offset):
-        """The ERROR (and worse) lines the proxy logged after `offset` (a log_size())."""
+    def log_since(self, offset):
+        """What the proxy logged after `offset` (a log_size())."""
         with open(self.log_path, "rb") as log:
             log.seek(offset)
-            text = log.read().decode("utf-8", "replace")
-        return [line for line in text.splitlines() if ERROR_LINE.search(line)]
+            return log.read().decode("utf-8", "replace")
+
+    def errors_since(self, offset):
+        """The ERROR (and worse) lines the proxy logged after `offset` (a log_size())."""
+        return [line for line in self.log_since(offset).splitlines() if ERROR_LINE.search(line)]
 
     def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
         """(status, parsed JSON or None, headers) of one API request."""

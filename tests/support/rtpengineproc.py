@@ -4,7 +4,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lib import media
+from lib.decisions import media
 from tests.support.processes import stop_process
 from tests.support.sipp import free_port
 

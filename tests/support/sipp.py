@@ -69,7 +69,7 @@ import threading
 import time
 from typing import Iterable
 
-from lib.runner import rtp_range
+from lib.tools.runner import rtp_range
 from tests.support.sipmessage import SipMessage
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -123,7 +123,7 @@ def free_port(ip: str = "127.0.0.1", kind: str = "udp") -> int:
             t.bind((ip, 0))
             port = t.getsockname()[1]
             if RTP_PORTS[0] <= port <= RTP_PORTS[1]:
-                continue        # an embedded rtpengine's media could take it (lib/runner)
+                continue        # an embedded rtpengine's media could take it (lib/tools/runner)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                 try:
                     u.bind((ip, port))

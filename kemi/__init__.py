@@ -1,0 +1,1 @@
+"""The KEMI glue Kamailio runs (kemi/entry.py), one module per purpose."""

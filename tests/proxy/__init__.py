@@ -1,0 +1,1 @@
+"""Tests against real Kamailio, Redis and clients (SIPp, baresip, Chromium, Prometheus)."""

@@ -16,14 +16,17 @@ import pytest
 from tests.support.assistant import Assistant
 from tests.support.browser import ROOT
 from tests.support.devices import wait_until
-from tests.support.fixtures import DESKPHONE_IP
+from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.sipp import free_port
+from tests.proxy.test_browser_softphone import media_port, rtp_packets_by_protocol
 # the same real rtpengine and media-adapting proxy as the media tests
 from tests.proxy.test_media import media_proxy, rtpengine, site  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("quiet_log")   # normal traffic: no ERROR line
 
 DOCS = ROOT / "docs"
+MDS_RTP_CALL = "tests/browser/mds_call_rtp_callee_hangs_up.xml"
+ENOUGH = 50             # RTP packets: one second of 20 ms audio
 
 
 @pytest.fixture
@@ -42,6 +45,17 @@ def registered_deskphone(site):
     assert site.sipp("deskphone_register", DESKPHONE_IP, port,
                      keys={"password": "secret"}).run().received(200)
     return port
+
+
+def audio_packets(tab):
+    """(received, sent) RTP packets the page shows for its answered call."""
+    meta = tab.text("#softphone .call[data-state=answered] .meta")
+    found = re.search(r"audio: (\d+) packets received, (\d+) sent", meta)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def history_row(tab, call_id, timeout=5.0):
+    return tab.wait_text(f'#history tr[data-call-id="{call_id}"]', r"\S", timeout)
 
 
 # --- the page's files ------------------------------------------------------------------
@@ -111,6 +125,113 @@ def test_the_page_is_served_at_the_root_of_both_api_ports(site, port):
 
 
 # --- a person uses it --------------------------------------------------------------------
+
+def test_log_in_answer_with_media_hang_up_and_see_the_history_live(site, rtpengine, browser):
+    proxy = site.proxy
+    tab = browser.tab("a", page_url(proxy))
+    tab.login("1000", "secret")
+    tab.eval("window.sameLoad = true")      # gone if anything reloads the page
+    device = proxy.device("1000")
+    assert (device["registered"]["webrtc"], device["effective"]) == (True, "webrtc")
+    assert tab.text("#device-effective") == "Calls ring this browser (UC Assistant): you selected it."
+    assert tab.act({"label": "UC Assistant (this browser)"}, "isChecked")
+
+    mds = site.sipp(MDS_RTP_CALL, MDS_IP, free_port(MDS_IP), keys={"service": "1000"},
+                    timeout=60, extra_args=["-mp", str(media_port(MDS_IP))]).start()
+    tab.wait_text("#softphone .call[data-state=ringing] .title", r"^Incoming call from ")
+    tab.screenshot(DOCS / "uc-assistant-incoming-call.png")
+    tab.click("button", "Answer", within="#softphone")
+    assert wait_until(lambda: min(audio_packets(tab)) >= ENOUGH, 10), audio_packets(tab)
+    call_id = mds.wait_for(200, timeout=1)[0].call_id
+    relayed = rtp_packets_by_protocol(rtpengine, call_id)
+    assert relayed["RTP/AVP"] >= ENOUGH and relayed["UDP/TLS/RTP/SAVPF"] >= ENOUGH, relayed
+    tab.click("button", "Hang up", within="#softphone")
+    outcome = mds.wait(15)
+    assert outcome.ok, outcome.describe()
+    assert outcome.received("BYE")
+    tab.wait_text("#softphone .call .meta", r"^You hung up\.$")
+
+    row = history_row(tab, call_id)
+    assert re.fullmatch(r"[^\t]+\t↙ In\t[^\t]+\tUC Assistant\tAnswered, \d+:\d\d", row), row
+
+    # The seed: a call placed from the deskphone while logged in shows in the history.
+    mds = site.mds_answer()
+    placed = site.sipp("deskphone_call", DESKPHONE_IP, talk_ms=500, keys={
+        "service": "2000", "user": "1000", "password": "secret"}).run()
+    assert placed.ok, placed.describe()
+    assert mds.wait(10).ok
+    row = history_row(tab, placed.sent("INVITE")[0].call_id)
+    assert re.fullmatch(r"[^\t]+\t↗ Out\t2000\tDeskphone\tAnswered, \d+:\d\d", row), row
+    assert tab.eval("window.sameLoad") is True
+    tab.screenshot(DOCS / "uc-assistant-logged-in.png")
+
+
+def test_the_deskphone_selected_in_the_menu_is_controlled_from_the_page(site, browser):
+    proxy = site.proxy
+    desk_port = registered_deskphone(site)
+    tab = browser.tab("a", page_url(proxy))
+    tab.login("1000", "secret")
+    tab.act({"label": "Deskphone"}, "click")
+    tab.wait_text("#device-effective", r"^Calls ring your deskphone: you selected it\.$")
+    assert proxy.device("1000")["selected"] == "deskphone"
+    assert tab.text("#dial-call") == "Call from the deskphone"
+
+    # The next call rings the deskphone, not the page; the page's calls list shows it
+    # ringing, and its Answer offers it again to the deskphone with the auto-answer hints.
+    desk = site.sipp("deskphone_ring_autoanswer", DESKPHONE_IP, desk_port, timeout=30).start()
+    mds = site.mds_calls("1000", talk_ms=1000, timeout=30).start()
+    tab.wait_text("#calls li .what", r"^From \S+: ringing on the deskphone$")
+    tab.screenshot(DOCS / "uc-assistant-deskphone.png")
+    tab.click("button", "Answer", within="#calls")
+    caller = mds.wait(15)
+    assert caller.ok, caller.describe()
+    finals = [r.status for r in caller.received_responses()
+              if r.cseq_method == "INVITE" and r.status >= 200]
+    assert finals[0] == 200 and 487 not in finals, finals
+    phone = desk.wait(10)
+    assert phone.ok, phone.describe()
+    first, again = phone.received("INVITE")
+    assert (first.header("Answer-Mode"), again.header("Answer-Mode")) == (None, "Auto")
+    assert again.call_id == first.call_id == caller.sent("INVITE")[0].call_id
+    row = history_row(tab, first.call_id)
+    assert re.fullmatch(r"[^\t]+\t↙ In\t[^\t]+\tDeskphone\tAnswered, \d+:\d\d", row), row
+    assert tab.act({"css": "#softphone .call"}, "count") == 0       # the page stayed silent
+    assert tab.visible("#calls-empty")
+
+    # Click-to-dial from the dial pad: the deskphone gets the control INVITE, with the
+    # auto-answer hints and the destination as the caller (this one refuses it).
+    desk = site.sipp("deskphone_reject", DESKPHONE_IP, desk_port,
+                     keys={"code": "486", "reason": "Busy Here"}).start()
+    for digit in "2000":
+        tab.click("button", digit, within=".keypad")
+    tab.click("button", "Call from the deskphone")
+    phone = desk.wait(10)
+    assert phone.ok, phone.describe()
+    invite = phone.received("INVITE")[0]
+    assert invite.header("Answer-Mode") == "Auto"
+    assert invite.header("From").startswith(f'"2000" <sip:2000@{proxy.domain}>')
+    tab.wait_text("#notice", r"^Your deskphone rings")
+
+    tab.act({"label": "UC Assistant (this browser)"}, "click")
+    tab.wait_text("#device-effective", r"^Calls ring this browser \(UC Assistant\)")
+    assert proxy.device("1000")["selected"] == "webrtc"
+
+
+def test_waiting_messages_show_live_and_the_voicemail_button_calls_it(site, rtpengine, browser):
+    tab = browser.tab("a", page_url(site.proxy))
+    tab.login("1000", "secret")
+    assert site.mds_calls("1000", scenario="mds_mwi_notify").run().ok
+    tab.wait_text("#voicemail-count", r"^2 new messages, 0 old messages\.$")
+
+    mds = site.mds_answer()
+    tab.click("button", "Call voicemail")
+    tab.wait_text("#softphone .call .title", r"^In call with ")
+    invite = mds.wait_for("INVITE", timeout=5)[0]
+    assert invite.ruri.startswith(f"sip:*98@{MDS_IP}:"), invite.ruri
+    tab.click("button", "Hang up", within="#softphone")
+    outcome = mds.wait(10)
+    assert outcome.ok, outcome.describe()
+
 
 def test_the_keyboard_alone_answers_and_hangs_up_and_every_control_has_a_name(site, browser):
     proxy = site.proxy

@@ -13,6 +13,7 @@
 //   {"op": "unnamed", "tab": "a"}                    controls the accessibility tree names not
 //   {"op": "eval", "tab": "a", "expr": "..."}        an expression's JSON value in the page
 //   {"op": "route_abort", "tab": "a", "pattern": "**/api/**"}   as if the network failed
+//   {"op": "refuse_websockets", "tab": "a"}          as if the proxy's WebSocket were down
 //   {"op": "screenshot", "tab": "a", "path": "..."}
 //   {"op": "close", "tab": "a"}                      closes the tab, without logging out
 //   {"op": "quit"}
@@ -103,6 +104,10 @@ const ops = {
   },
   async route_abort({ tab: name, pattern }) {
     await tab(name).route(pattern, (route) => route.abort('connectionrefused'));
+    return null;
+  },
+  async refuse_websockets({ tab: name }) {
+    await tab(name).routeWebSocket(/.*/, (ws) => ws.close({ code: 1006 }));
     return null;
   },
   async screenshot({ tab: name, path }) {

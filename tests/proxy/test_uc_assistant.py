@@ -302,6 +302,17 @@ def test_errors_are_shown_in_words(site, tmp_path):
         tab.wait_text("#error", r"^Wrong number or password\.$")
         assert not tab.visible("#app")
 
+        # The SIP WebSocket unreachable: the page says which, and what may help.
+        other = browser.tab("b", page_url(proxy))
+        other.refuse_websockets()
+        other.fill("Number", "1000")
+        other.fill("SIP password", "secret")
+        other.click("button", "Log in")
+        other.wait_text("#error", rf"^The proxy's SIP WebSocket \({proxy.wss_url}\) is "
+                                  r"unreachable\. With a self-signed certificate, open ", 15)
+        assert not other.visible("#app")
+        other.close()
+
         # This browser refuses the microphone: the call it was to answer fails, in words.
         tab.login("1000", "secret")
         mds = site.mds_calls("1000", scenario="mds_call_expect_error", timeout=30).start()

@@ -98,6 +98,9 @@ class Tab:
     def abort_requests(self, pattern):
         self._do("route_abort", pattern=pattern)
 
+    def refuse_websockets(self):
+        self._do("refuse_websockets")
+
     def close(self):
         """Closes the tab as a person would: no un-REGISTER, the WebSocket just goes."""
         self._do("close")

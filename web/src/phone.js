@@ -76,8 +76,8 @@ export class Phone {
             : `The proxy refused the browser's registration (${status || cause}).`);
         } else this.onLost(`The browser is no longer registered (${status || cause}): calls ring your deskphone.`);
       });
-      this.ua.on('disconnected', ({ error }) => {
-        if (!settled && error) {
+      this.ua.on('disconnected', () => {
+        if (!settled) {       // refused, failed, or closed before the registration
           const https = this.url.replace(/^wss:/, 'https:').replace(/\/ws$/, '/');
           settle(`The proxy's SIP WebSocket (${this.url}) is unreachable. With a self-signed certificate, open ${https} once and accept it, then log in again.`);
         } else if (settled && this.registered) {

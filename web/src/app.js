@@ -68,11 +68,12 @@ async function login(event) {
   $('login-password').value = '';
   $('login-submit').disabled = true;
   notify('Logging in…');
+  let current = null;
   try {
     const api = new Api(number, password);
     await api.device();          // the credentials checked before the browser registers
-    const current = { number, api, stop: new AbortController(), timers: [],
-                      deskCalls: new Map(), colleagues: new Map(), callViews: new Map() };
+    current = { number, api, stop: new AbortController(), timers: [],
+                deskCalls: new Map(), colleagues: new Map(), callViews: new Map() };
     current.phone = new Phone({
       url: socketUrl(), domain: config.domain, number, password,
       onCall: (call) => phoneCall(current, call),
@@ -83,6 +84,7 @@ async function login(event) {
     current.device = await api.device();        // now with this browser registered
     session = current;
   } catch (err) {
+    if (current && current.phone) current.phone.stop();    // registered, then the API failed
     notify('');
     $('login-submit').disabled = false;
     throw err;
@@ -154,12 +156,17 @@ async function selectDevice(event) {
 // --- the live event stream (contract section 12) -----------------------------------
 
 async function watchEvents(s) {
+  let broken = null;              // what the page said when the stream failed
   while (session === s) {
     s.deskCalls.clear();          // the stream starts with the calls in progress now
     try {
-      await s.api.events((name, data) => onEvent(s, name, data), s.stop.signal);
+      await s.api.events((name, data) => {
+        if (broken && $('notice').textContent === broken) notify('');
+        broken = null;
+        onEvent(s, name, data);
+      }, s.stop.signal);
     } catch (err) {
-      if (session === s) notify(err.message);
+      if (session === s) notify(broken = err.message);
     }
     if (session !== s) return;
     await new Promise((resolve) => setTimeout(resolve, STREAM_RETRY_MS));

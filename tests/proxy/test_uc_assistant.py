@@ -211,6 +211,9 @@ def test_the_deskphone_selected_in_the_menu_is_controlled_from_the_page(site, br
     assert invite.header("Answer-Mode") == "Auto"
     assert invite.header("From").startswith(f'"2000" <sip:2000@{proxy.domain}>')
     tab.wait_text("#notice", r"^Your deskphone rings")
+    # The voicemail number is no number to click-to-dial (section 12 takes digits): said so.
+    tab.click("button", "Call voicemail")
+    tab.wait_text("#error", r"^Click-to-dial cannot call \*98: dial it on your deskphone\.$")
 
     tab.act({"label": "UC Assistant (this browser)"}, "click")
     tab.wait_text("#device-effective", r"^Calls ring this browser \(UC Assistant\)")

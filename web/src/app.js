@@ -234,10 +234,19 @@ async function dial(event) {
 
 async function callVoicemail() {
   const s = session;
-  if (s.device.effective === 'deskphone') {
-    await s.api.dial(config.voicemail_number);
-    notify('Your deskphone rings: it calls your voicemail once picked up.');
-  } else s.phone.dial(config.voicemail_number);
+  const number = config.voicemail_number;
+  if (s.device.effective !== 'deskphone') {
+    s.phone.dial(number);
+    return;
+  }
+  try {
+    await s.api.dial(number);
+  } catch (err) {
+    // click-to-dial takes digits only (contract section 12): not a number such as *98
+    if (err.status === 400) throw new Error(`Click-to-dial cannot call ${number}: dial it on your deskphone.`);
+    throw err;
+  }
+  notify('Your deskphone rings: it calls your voicemail once picked up.');
 }
 
 // --- the browser's own calls (the softphone) ---------------------------------------

@@ -30,6 +30,8 @@ const CHROMIUM_ARGS = [
   '--ignore-certificate-errors',
   // rtpengine's ICE candidate is a loopback address, which WebRTC skips by default
   '--allow-loopback-in-peer-connection',
+  // a name that is no secure context (not loopback, not HTTPS) for the same proxy
+  '--host-resolver-rules=MAP insecure.test 127.0.0.1',
   // two tabs take calls at once: neither is throttled as a background tab
   '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows',

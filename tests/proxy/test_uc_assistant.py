@@ -316,6 +316,13 @@ def test_errors_are_shown_in_words(site, tmp_path):
         assert not other.visible("#app")
         other.close()
 
+        # Over plain HTTP from a name that is not the host itself, no browser would give
+        # the page a microphone: it says where to go instead.
+        insecure = browser.tab("c", proxy.api_url.replace("127.0.0.1", "insecure.test") + "/")
+        insecure.wait_text("#error", r"^Browsers give the microphone to secure pages only: "
+                                     r"open this page with https://")
+        insecure.close()
+
         # This browser refuses the microphone: the call it was to answer fails, in words.
         tab.login("1000", "secret")
         mds = site.mds_calls("1000", scenario="mds_call_expect_error", timeout=30).start()

@@ -32,7 +32,7 @@ class Assistant(Softphone):
         """A new tab on the page, once it shows its login form (or its error)."""
         self.request("tab", tab=name, url=url, timeout=30)
         tab = Tab(self, name)
-        tab.act({"css": "#login:not([hidden]), #error:not([hidden])"}, "waitFor",
+        tab.act({"css": "#login:not([hidden]), #error:not([hidden]) >> nth=0"}, "waitFor",
                 {"state": "visible", "timeout": 10000}, timeout=15)
         return tab
 
@@ -109,6 +109,6 @@ class Tab:
         self.fill("Number", number)
         self.fill("SIP password", password)
         self.click("button", "Log in")
-        self.act({"css": "#app:not([hidden]), #error:not([hidden])"}, "waitFor",
+        self.act({"css": "#app:not([hidden]), #error:not([hidden]) >> nth=0"}, "waitFor",
                  {"state": "visible", "timeout": 15000}, timeout=20)
         assert self.visible("#app"), f"{self.name}: not logged in: {self.text('#error')}"

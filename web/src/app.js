@@ -408,6 +408,9 @@ async function start() {
   $('watch').addEventListener('submit', acting(watchColleague));
   $('login').hidden = false;
   $('login-number').focus();
+  if (!window.isSecureContext) {
+    showError('Browsers give the microphone to secure pages only: open this page with https:// (the API\'s HTTPS port).');
+  }
 }
 
 start();

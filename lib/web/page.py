@@ -11,7 +11,6 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 
 from lib.web import models
-
 from lib.web.app import NONE, Route, auth, ctx
 
 WEB = Path(__file__).resolve().parent.parent.parent / "web"
@@ -42,25 +41,26 @@ def etag(body):
 
 
 def _load():
-    """{name: (body, content type, version)}, index.html pointing at versioned assets."""
-    files = {}
-    for name, (path, kind) in ASSETS.items():
-        body = (WEB / path).read_bytes()
-        files[name] = (body, kind, etag(body).strip('"'))
+    """{name: (body, content type, ETag)}, index.html ("") naming the assets with their
+    ETag as version."""
+    files = {name: (body, kind, etag(body)) for name, (path, kind) in ASSETS.items()
+             for body in [(WEB / path).read_bytes()]}
     index = (WEB / "index.html").read_text()
-    for name, (_, _, version) in files.items():
+    for name, (_, _, tag) in files.items():
+        version = tag.strip('"')
         index = index.replace(f'"{name}"', f'"{name}?v={version}"')
-    files[""] = (index.encode(), "text/html; charset=utf-8", None)
+    index = index.encode()
+    files[""] = (index, "text/html; charset=utf-8", etag(index))
     return files
 
 
 FILES = _load()
 
 
-def _send(request, body, kind, cache):
-    tag = etag(body)
+def _send(request, body, kind, cache, tag=None):
+    tag = tag or etag(body)
     headers = {"ETag": tag, "Cache-Control": cache, **SECURITY}
-    if request.headers.get("if-none-match") == tag:
+    if tag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=kind, headers=headers)
 
@@ -68,8 +68,8 @@ def _send(request, body, kind, cache):
 @router.get("/", **_doc("text/html", "The UC Assistant page"))
 @auth(NONE, uses_store=False)
 def index(request: Request):
-    body, kind, _ = FILES[""]
-    return _send(request, body, kind, REVALIDATE)
+    body, kind, tag = FILES[""]
+    return _send(request, body, kind, REVALIDATE, tag)
 
 
 def config_body(cfg):
@@ -85,12 +85,12 @@ def page_config(request: Request):
 
 
 def _asset_route(name):
-    body, kind, version = FILES[name]
+    body, kind, tag = FILES[name]
 
     @auth(NONE, uses_store=False)
     def asset(request: Request):
-        cache = FOREVER if request.query_params.get("v") == version else REVALIDATE
-        return _send(request, body, kind, cache)
+        cache = FOREVER if f'"{request.query_params.get("v")}"' == tag else REVALIDATE
+        return _send(request, body, kind, cache, tag)
     router.add_api_route("/" + name, asset, methods=["GET"], name=name,
                          **_doc(kind.split(";")[0], f"The page's {name} (?v=: cached for good)"))
 

@@ -236,7 +236,8 @@ def test_waiting_messages_show_live_and_the_voicemail_button_calls_it(site, rtpe
     assert outcome.ok, outcome.describe()
 
 
-def test_the_keyboard_alone_answers_and_hangs_up_and_every_control_has_a_name(site, browser):
+def test_the_keyboard_alone_answers_mutes_and_hangs_up_and_every_control_has_a_name(
+        site, browser):
     proxy = site.proxy
     tab = browser.tab("a", page_url(proxy))
     found = tab.unnamed_controls()
@@ -252,12 +253,24 @@ def test_the_keyboard_alone_answers_and_hangs_up_and_every_control_has_a_name(si
     tab.tab_to("Answer")
     tab.key("Enter")
     tab.wait_text("#softphone .call .title", r"^In call with ")
+    tab.tab_to("Mute")
+    tab.key("Enter")
+    tab.wait_text("#softphone .call .meta", r" · muted")
+    assert tab.focused()["name"] == "Unmute"
     tab.tab_to("Hang up")
     tab.key("Enter")
     outcome = mds.wait(15)
     assert outcome.ok, outcome.describe()
     assert outcome.received("BYE")
     tab.wait_text("#softphone .call .meta", r"^You hung up\.$")
+
+    # Declined (by a click this time): the caller gets 603, the proxy's busy rule.
+    mds = site.mds_calls("1000", scenario="mds_call_expect_error", timeout=30).start()
+    tab.wait_text("#softphone .call[data-state=ringing] .title", r"^Incoming call from ")
+    tab.click("button", "Decline", within="#softphone")
+    outcome = mds.wait(15)
+    assert outcome.ok and outcome.last_final("INVITE").status == 603, outcome.describe()
+    tab.wait_text("#softphone .call .meta", r"^Declined\.$")
 
     tab.tab_to("Log out")
     tab.key("Enter")

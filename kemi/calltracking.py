@@ -4,7 +4,7 @@ import time
 
 import KSR
 
-from kemi.glue import pv
+from kemi.glue import CFG, pv
 from lib.decisions import routing
 from lib.features import callstate
 
@@ -21,6 +21,10 @@ class CallTracking:
         now = time.time()
         party = callstate.participants(plan, caller, routing.device_class(pv("$pr")),
                                        pv("$rU"), pv("$fU"), now)
+        # The UC Assistant cancels a ringing call by its CSeq, on the proxy holding it.
+        cseq = int(pv("$cs"))
+        for entry in party.calls.values():
+            entry.update(cseq=cseq, node=CFG.node_id)
         watched = callstate.start(party, pv("$ci"), now)
         if caller:
             KSR.rr.add_rr_param(f";{callstate.CALLER_PARAM}={caller}")

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import KSR  # noqa: E402
 
 from kemi.calltracking import CallTracking  # noqa: E402
+from kemi.control import ControlGlue  # noqa: E402
 from kemi.events import Events  # noqa: E402
 from kemi.failure import Failure  # noqa: E402
 from kemi.glue import CFG, guarded, pv  # noqa: E402
@@ -28,7 +29,7 @@ def mod_init():
 
 
 class kamailio(ReqInit, WithinDlg, Registrar, Initial, Relay, Failure, CallTracking, Presence,
-               Events):
+               Events, ControlGlue):
     def child_init(self, rank):
         return 0
 
@@ -59,7 +60,10 @@ class kamailio(ReqInit, WithinDlg, Registrar, Initial, Relay, Failure, CallTrack
         if KSR.is_REGISTER():
             self.registrar()
             return
-        if nodes.is_relayed(pv("$ru") or ""):
+        ruri = pv("$ru") or ""
+        if nodes.is_relayed(ruri):
             self.deliver_relayed()
+            return
+        if self.control_request(ruri):
             return
         self.initial()

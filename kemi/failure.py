@@ -17,21 +17,29 @@ class Failure:
 
     def failure(self):
         raw = KSR.pvx.avp_get(PLAN_AVP)
-        if KSR.tm.t_is_canceled() > 0 or not raw:
+        asked = self.asked_of_call(raw)      # the UC Assistant's answer or decline
+        if (KSR.tm.t_is_canceled() > 0 and asked is None) or not raw:
             self.release_media()      # the caller cancelled, or a call to an MDS failed
             self.end_unanswered()
             return
         rang = calls.RingPlan.loads(raw)
+        if asked == "answer":
+            self.release_media()
+            self.answer_again(rang)
+            return
+        code = 603 if asked == "decline" else KSR.pv.get("$T_reply_code")
         any_reply = KSR.tm.t_any_replied() > 0
         deskphones = []
         if rang.device == routing.WEBRTC and not any_reply:
             deskphones = [c for c in registrar.contacts_of(rang.number, time.time()).values()
                           if c["class"] == routing.DESKPHONE]
         outcome = forwarding.after_failure(
-            rang.number, rang.forwards, rang.device, KSR.pv.get("$T_reply_code"),
-            any_reply, rang.rung, bool(deskphones))
+            rang.number, rang.forwards, rang.device, code, any_reply, rang.rung,
+            bool(deskphones))
         self.release_media()   # a new branch set gets a fresh offer of its own
         if outcome is None:
+            if asked == "decline":
+                KSR.tm.t_reply(603, "Decline")    # the device's answer, not our CANCEL's 487
             self.end_unanswered()
             return
         callee = rang.callee_context()

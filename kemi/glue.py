@@ -100,6 +100,18 @@ def alias_contact():
         KSR.nathelper.add_contact_alias()
 
 
+def alias_held_contact():
+    """A reply from a device on a connection this proxy holds, on its way to another
+    proxy (or to our own bridge): aliased even when its Contact names the connection's
+    own address (add_contact_alias() then adds nothing), or the next proxy would alias it
+    to us and route the in-dialog requests back here as to the device."""
+    proto = pv("$pr")
+    if proto in ("tcp", "tls") and ";alias=" not in (KSR.hdr.get("Contact") or ""):
+        KSR.nathelper.add_contact_alias_addr(pv("$si"), str(pv("$sp")), proto)
+    else:
+        alias_contact()
+
+
 def send_notify(message):
     KSR.tm.t_uac_send("NOTIFY", message.ruri, message.nexthop, message.socket,
                       message.headers, message.body)

@@ -46,6 +46,7 @@ class Initial:
                 KSR.hdr.remove(header)
             alias_contact()
         event = (KSR.hdr.get("Event") or "").split(";")[0].strip()
+        self.keep_message_summary(ctx, event)
         if KSR.is_SUBSCRIBE() and event == "dialog":
             self.watch(ctx)
             return
@@ -62,6 +63,8 @@ class Initial:
             KSR.rr.record_route()
         if KSR.is_INVITE():
             self.track_call(plan, ctx.caller["number"] if ctx.source_mds is None else None)
+            if ctx.source_mds is None:
+                self.dialled_from_assistant(ctx.caller["number"])
             self.count_routing(plan)
         self.apply(plan, self.diverted())
 

@@ -37,7 +37,7 @@ class Registrar:
             KSR.auth.auth_challenge(CFG.domain, 1)
             return
         number = KSR.pv.get("$au")
-        profile, ha1, stored = registrar.load(number)
+        profile, ha1, stored, summary = registrar.load(number)
         if not self.authenticate(ha1 if profile else None):
             return
         proto = pv("$pr")
@@ -60,3 +60,7 @@ class Registrar:
             if bound and result.upserts:
                 KSR.tcpops.tcp_enable_closed_event_cid(req.conid)
         reply(result.code, result.text, result.headers)
+        fresh = [c for f, c in result.upserts.items()
+                 if f not in stored or stored[f]["expires_at"] <= now]
+        if fresh and summary is not None:   # after its 200: the device knows it is registered
+            self.resend_message_summary(number, fresh, summary)

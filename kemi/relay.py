@@ -2,7 +2,7 @@
 
 import KSR
 
-from kemi.glue import CFG, MEDIA, alias_contact, guarded, pv, reply
+from kemi.glue import CFG, MEDIA, alias_held_contact, guarded, pv, reply
 from lib.decisions import forwarding, media, routing
 from lib.features import calls, nodes, registrar
 
@@ -142,5 +142,5 @@ class Relay:
 
     def ksr_onreply_relayed(self, msg):
         if 100 < KSR.pv.get("$rs") < 300:
-            guarded(alias_contact)
+            guarded(alias_held_contact)
         return 1

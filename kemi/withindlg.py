@@ -12,6 +12,8 @@ class WithinDlg:
     """In-dialog requests: relayed along the Record-Route; media re-offered; ACK and BYE end or answer the call's state."""
 
     def withindlg(self):
+        if KSR.is_method_in("FNB") and self.control_in_dialog():
+            return
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()

@@ -59,6 +59,11 @@ COUNTERS = {
     "ua_flood_blocked_total": ("Requests dropped by flood protection", (), [()]),
     "ua_api_blocked_total": ("API requests refused unchecked (429): their address failed "
                              "to authenticate too often", (), [()]),
+    "ua_control_actions_total": (
+        "Deskphone control actions asked by the UC Assistant (click-to-dial, hang-up, "
+        "answer), by outcome: accepted, refused (4xx), failed (Kamailio unreachable)",
+        ("action", "outcome"), [(a, o) for a in ("dial", "hangup", "answer")
+                                for o in ("accepted", "refused", "failed")]),
     "ua_overload_rejected_total": (
         "New out-of-dialog requests refused with 503 while the node was overloaded",
         ("method",), [("INVITE",), ("REGISTER",)]),

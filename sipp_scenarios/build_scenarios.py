@@ -260,14 +260,20 @@ def plain_200():
 OOD_METHODS = ["OPTIONS", "NOTIFY", "INFO", "MESSAGE", "SUBSCRIBE", "PUBLISH", "UPDATE"]
 
 
-def uas_start():
+# The INVITE's Via headers, for a 487 after a CANCEL (TERMINATED). Line ends are matched
+# as control characters: SIPp's XML parser drops a CR written in an attribute.
+INVITE_VIA = ('    <ereg regexp="Via:[^[:cntrl:]]*([[:cntrl:]]+Via:[^[:cntrl:]]*)*" '
+              'search_in="msg" check_it="true" assign_to="invite_via"/>\n')
+
+
+def uas_start(cancellable=False):
     """First message of a UAS call: an INVITE, or a keep-alive/probe that is answered
-    200 and ends its own one-message "call"."""
+    200 and ends its own one-message "call". cancellable: keep what a 487 needs."""
     out = ""
     for m in OOD_METHODS:
         out += recv_request(m, optional=True, nxt="ood_request")
-    out += recv_request("INVITE", extra=' rrs="true"', body="""  <action>
-    <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" check_it="true" assign_to="invite_cseq"/>
+    out += recv_request("INVITE", extra=' rrs="true"', body="  <action>\n" + (
+        INVITE_VIA if cancellable else "") + """    <ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" check_it="true" assign_to="invite_cseq"/>
     <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="peer_from"/>
     <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="own_to"/>
   </action>
@@ -340,14 +346,12 @@ def pause_from(name):
 """
 
 
-def cancelled_tail():
-    """CANCEL received while ringing: 200 to the CANCEL, 487 to the INVITE (with the
-    INVITE's CSeq), then the ACK."""
-    out = label("cancelled")
-    out += plain_200()
-    text = f"""
+# The 487 to the INVITE after a CANCEL, with the INVITE's Via headers and CSeq: the
+# CANCEL's ([last_Via:], [last_CSeq:]) name only the hop that sent it, and a proxy that
+# strips its own Via would relay a reply with none left.
+TERMINATED = f"""
 SIP/2.0 487 Request Terminated
-[last_Via:]
+[$invite_via]
 [last_From:]
 [last_To:];tag=[pid]SIPpTag01[call_number]
 [last_Call-ID:]
@@ -355,7 +359,13 @@ CSeq: [$invite_cseq] INVITE
 {UA}
 Content-Length: 0
 """
-    out += uas_finish(lambda action: msg(text) + recv_with_action(method="ACK")(action))
+
+
+def cancelled_tail():
+    """CANCEL received while ringing: 200 to the CANCEL, 487 to the INVITE, then the ACK."""
+    out = label("cancelled")
+    out += plain_200()
+    out += uas_finish(lambda action: msg(TERMINATED) + recv_with_action(method="ACK")(action))
     return out
 
 
@@ -421,10 +431,29 @@ def mds_answer():
 
 def deskphone_ring():
     """Rings until the caller (or the proxy) cancels: INVITE, 180, CANCEL, 200, 487, ACK."""
-    out = uas_start()
+    out = uas_start(cancellable=True)
     out += msg(uas_reply("180 Ringing"))
     out += recv_request("CANCEL", nxt="cancelled")
     out += cancelled_tail()
+    return out
+
+
+def deskphone_ring_autoanswer():
+    """The UC Assistant answers on the deskphone (contract section 12): rings until the
+    proxy cancels its branch, then answers by itself the same call offered again (as a
+    phone honouring the auto-answer hints does): INVITE, 180, CANCEL, 200, 487, ACK,
+    INVITE, 200 with SDP, ACK, BYE, 200."""
+    out = uas_start(cancellable=True)
+    out += msg(uas_reply("180 Ringing"))
+    out += recv_request("CANCEL")
+    out += plain_200()
+    out += msg(TERMINATED)
+    out += recv_request("ACK")
+    out += recv_request("INVITE", extra=' rrs="true"')
+    out += msg(uas_reply("200 OK", body=True), retrans=True)
+    out += recv_request("ACK", optional=True)
+    out += recv_request("BYE")
+    out += uas_finish(send_with_action(uas_reply("200 OK", contact=None, record_route=False, tag=False)))
     return out
 
 
@@ -432,7 +461,7 @@ def deskphone_early_media():
     """Rings with early media until cancelled: INVITE, 100, 180, then a 183 with SDP 1.5 s
     later and every 1.5 s after (as some phones and softphones repeat it), CANCEL, 200,
     487, ACK."""
-    out = uas_start()
+    out = uas_start(cancellable=True)
     out += msg(uas_reply("100 Trying", contact=None, record_route=False, tag=False))
     out += msg(uas_reply("180 Ringing"))
     out += label("ringing")
@@ -1035,6 +1064,7 @@ SCENARIOS = {
     "deskphone_answer_update": (deskphone_answer_update, "UAS: like deskphone_answer_reoffer, with UPDATE in both directions instead of re-INVITE."),
     "deskphone_answer_hangup": (deskphone_answer_hangup, "UAS: answers like deskphone_answer, then hangs up itself after talk_ms (BYE along the Record-Route)."),
     "deskphone_ring": (deskphone_ring, "UAS: rings until cancelled: INVITE, 180, CANCEL, 200, 487, ACK."),
+    "deskphone_ring_autoanswer": (deskphone_ring_autoanswer, "UAS: rings until its branch is cancelled (the UC Assistant's answer), then answers by itself the same call offered again: INVITE, 180, CANCEL, 200, 487, ACK, INVITE, 200 with SDP, ACK, BYE, 200."),
     "deskphone_early_media": (deskphone_early_media, "UAS: rings with early media until cancelled: INVITE, 100, 180, then a 183 with SDP every 1.5 s, CANCEL, 200, 487, ACK."),
     "deskphone_reject": (deskphone_reject, "UAS: INVITE, 180, ring_ms, final [code] [reason] (default 486 Busy Here), ACK."),
     "deskphone_call": (deskphone_call, "UAC: the deskphone calls [service] through the proxy with digest (401/407 answered once), 200, ACK, talk_ms, BYE."),

@@ -135,10 +135,13 @@ def contact_expires(params, header_expires, default_expires):
 # --- store operations ------------------------------------------------------------------
 
 def load(number):
-    """(profile, ha1, contacts) of a user in one round trip."""
-    (profile, ha1), contacts = wire.run(("HMGET", keyspace.user_key(number), "profile", "ha1"),
-                                         ("HGETALL", keyspace.contacts_key(number)))
-    return profile_of(profile), ha1.decode() if ha1 else None, decode(wire.pairs(contacts))
+    """(profile, ha1, contacts, last message-summary or None) of a user in one round trip
+    (the summary goes again to a device that registers anew: section 5)."""
+    (profile, ha1), contacts, summary = wire.run(
+        ("HMGET", keyspace.user_key(number), "profile", "ha1"),
+        ("HGETALL", keyspace.contacts_key(number)), ("GET", keyspace.mwi_key(number)))
+    return (profile_of(profile), ha1.decode() if ha1 else None, decode(wire.pairs(contacts)),
+            summary.decode("utf-8", "replace") if summary else None)
 
 
 def apply(number, result):

@@ -28,6 +28,13 @@ Redis Cluster slot:
                      live registrations per class (lib/metrics' gauge)
   ua:active:<class>  zset "N|Call-ID" scored by expiry: calls in progress per device
   ua:apiauth:...     failed API authentications per address and account (lib/web/authlimit)
+  ua:dials:{N}       hash  click-to-dial id -> msgpack {destination, state, since, node,
+                           control_call_id, control_cseq, call_id} (lib/features/control)
+  ua:mwi:{N}         string  the last message-summary body an MDS sent for N
+                     (lib/features/mwi: sent again to a device that registers anew)
+  ua:ctlact:<Call-ID>  string  answer|decline, asked of a ringing call by the UC Assistant,
+                     for the failure route of the branch cancelled for it (30 s)
+  ua:apinodes        hash  <node> -> the base URL of its API server, written at start-up
   ua:replicated      a channel nobody reads: what UA_REDIS_WAIT's WAIT counts (lib/store/wire)
 
 The Lua scripts build a few of these names from a number they read; LUA_KEYS holds those
@@ -97,6 +104,24 @@ def api_account_key(number):
 def api_account_warned_key(number):
     return f"ua:apiauth:warned:{number}"
 
+
+# --- deskphone control (contract section 12) and the message-waiting resend (section 5)
+
+def dials_key(number):
+    return f"ua:dials:{{{number}}}"
+
+
+def mwi_key(number):
+    return f"ua:mwi:{{{number}}}"
+
+
+def action_key(call_id):
+    return f"ua:ctlact:{call_id}"
+
+
+# Where each proxy's API server answers: an action on a call whose transaction or dialog
+# another proxy holds is passed to that proxy's API server.
+API_NODES_KEY = "ua:apinodes"
 
 
 def presence_key(number):

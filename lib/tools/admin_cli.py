@@ -144,6 +144,34 @@ class Client:
             return status, payload
         return status, _parse_json(payload)
 
+    def events(self, path):
+        """(event, parsed data) of a Server-Sent Events stream, as they come."""
+        req = urllib.request.Request(self.url + PREFIX + path, method="GET")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        # the stream sends a comment at least every 15 s
+        timeout = max(self.timeout, 30)
+        try:
+            resp = urllib.request.urlopen(req, timeout=timeout, context=self.context)
+        except urllib.error.HTTPError as err:
+            parsed = _parse_json(err.read())
+            message = parsed.get("error") if isinstance(parsed, dict) else err.reason
+            raise CliError(EXIT_UNREACHABLE if err.code >= 500 else EXIT_REFUSED,
+                           f"{message} (HTTP {err.code})", body=parsed, status=err.code) \
+                from None
+        except (urllib.error.URLError, OSError) as err:
+            raise CliError(EXIT_UNREACHABLE, f"cannot reach the API at {self.url}: "
+                                             f"{getattr(err, 'reason', err)}") from None
+        with resp:
+            event = None
+            for raw in resp:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event:
+                    yield event, _parse_json(line[5:].strip().encode())
+                    event = None
+
 
 def _blocks(data, progress):
     view = memoryview(data)
@@ -313,6 +341,54 @@ def done(args, body, message, render=None):
         print(message)
         if render is not None and body:
             render(body)
+
+
+# --- deskphone control (contract section 12) -------------------------------------------
+
+def show_call(call):
+    print(f"{call['id']}  {call['state']:<9} {call['direction']:<3} {call['device'] or '-':<9} "
+          f"{call['peer'] or '-'}  since {call['since']}")
+
+
+def cmd_calls(client, args):
+    calls = client.request("GET", f"/users/{quote(args.number)}/calls")[1]
+    if args.json:
+        emit_json(calls)
+        return
+    for call in calls:
+        show_call(call)
+    print(f"{len(calls)} call(s) in progress", file=sys.stderr)
+
+
+def cmd_dial(client, args):
+    body = client.request("POST", f"/users/{quote(args.number)}/calls",
+                          {"destination": args.destination})[1]
+    done(args, body, f"user {args.number}: the deskphone calls {args.destination} "
+                     f"(call {body['id']})")
+
+
+def cmd_hangup(client, args):
+    client.request("DELETE", f"/users/{quote(args.number)}/calls/{quote(args.id)}")
+    done(args, {"hung_up": args.id}, f"user {args.number}: call {args.id} hung up")
+
+
+def cmd_answer(client, args):
+    client.request("POST", f"/users/{quote(args.number)}/calls/{quote(args.id)}/answer")
+    done(args, {"answered": args.id}, f"user {args.number}: call {args.id} answered on the "
+                                      "deskphone")
+
+
+def cmd_events(client, args):
+    """Print the user's live events until interrupted (or --count of them)."""
+    for seen, (event, data) in enumerate(client.events(f"/users/{quote(args.number)}/events"),
+                                         1):
+        if args.json:       # one JSON object a line: a stream has no end to wait for
+            print(json.dumps({"event": event, "data": data}, ensure_ascii=False))
+        else:
+            print(f"{event}: {json.dumps(data, separators=(', ', ': '))}")
+        sys.stdout.flush()
+        if args.count and seen >= args.count:
+            return
 
 
 # --- device, forwards ------------------------------------------------------------------
@@ -544,6 +620,25 @@ def build_parser():
     p = command(device, "set", cmd_device_set, "select the device that rings")
     p.add_argument("number")
     p.add_argument("device", choices=("webrtc", "deskphone"))
+
+    # deskphone control
+    p = command(sub, "calls", cmd_calls, "list a user's calls in progress, with their ids")
+    p.add_argument("number")
+    p = command(sub, "dial", cmd_dial,
+                "click-to-dial: the user's deskphone answers by itself and calls DEST")
+    p.add_argument("number")
+    p.add_argument("destination", metavar="DEST")
+    p = command(sub, "hangup", cmd_hangup,
+                "hang up a call (answered), decline it (ringing) or cancel it (placed)")
+    p.add_argument("number")
+    p.add_argument("id", metavar="ID", help="the call's id (ua-admin calls)")
+    p = command(sub, "answer", cmd_answer, "answer on the deskphone a call ringing there")
+    p.add_argument("number")
+    p.add_argument("id", metavar="ID")
+    p = command(sub, "events", cmd_events,
+                "print a user's live events (device, call, presence, voicemail)")
+    p.add_argument("number")
+    p.add_argument("--count", type=positive_int, metavar="N", help="stop after N events")
 
     # forwards
     forwards = group("forwards", "call forwarding rules and do-not-disturb")

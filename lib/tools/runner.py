@@ -160,6 +160,7 @@ def kamailio_command(env, run_dir):
         "UA_CTL_SOCKET": f'"{env["UA_KAMAILIO_CTL"]}"',
         "UA_DEBUG": env.get("UA_DEBUG", "1"),
         "UA_CHILDREN": env.get("UA_CHILDREN", "4"),
+        "UA_BRIDGE_CONTACT": f'"sip:ua-control@{advertise or host}:{env["UA_SIP_PORT"]}"',
     }
     if env["UA_MEDIA"] == "rtpengine":
         defines["UA_WITH_RTPENGINE"] = "1"

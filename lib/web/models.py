@@ -195,3 +195,22 @@ class ImportError(Answer):
 class Health(Answer):
     status: Literal["ok", "degraded"]
     reason: str | None = None
+
+
+class DialIn(Body):
+    destination: str = Field(pattern=NUMBER_PATTERN, description="the number to call")
+
+
+class CallInProgress(Answer):
+    id: str = Field(description="opaque, URL-safe, stable for the call")
+    call_id: str | None = Field(description="the SIP Call-ID on the user's device")
+    direction: Literal["in", "out"]
+    device: Device | None
+    peer: str | None
+    state: Literal["dialing", "ringing", "answered"]
+    since: str = Field(description="ISO 8601, UTC")
+
+
+class Dialing(Answer):
+    id: str
+    state: Literal["dialing"]

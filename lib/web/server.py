@@ -12,6 +12,7 @@ import uvicorn
 import uvloop
 
 from lib import config
+from lib.features import control
 from lib.store import clients
 from lib.web.app import create_app
 
@@ -32,6 +33,11 @@ def listen_host(listen):
 
 async def serve(cfg):
     app = create_app(cfg)
+    try:
+        clients.call(lambda r: control.announce(cfg, r))
+    except clients.StoreUnavailable as exc:
+        # Only actions relayed from other proxies need it; the next start writes it.
+        log.warning("this API server's address not announced to the cluster: %s", exc)
     common = {"host": listen_host(cfg.listen), "log_level": "warning", "access_log": False,
               "lifespan": "off", "server_header": False, "timeout_graceful_shutdown": 5}
     servers = [Server(uvicorn.Config(app, port=cfg.api_port, **common))]

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from lib.features import blf, callstate, registrar
+from lib.features import blf, callstate, mwi, registrar
 from lib.users import validation
 from lib.web import models
 from lib.web.app import ANY_USER, PREFIX, USER, ApiError, Route, auth, ctx
@@ -82,8 +82,9 @@ def put_device(request: Request, number: str, choice: models.DeviceIn):
     c = ctx(request)
     profile = c.provisioning.set_device(number, choice.device)
     blf.notify_later(c.redis, number)
-    return JSONResponse(registrar.device_view(c.redis, number, profile["line_type"],
-                                              choice.device, c.now()))
+    view = registrar.device_view(c.redis, number, profile["line_type"], choice.device, c.now())
+    mwi.resend_to_device(c.config, c.redis, number, view["effective"], c.now())
+    return JSONResponse(view)
 
 
 # --- presence and history --------------------------------------------------------------

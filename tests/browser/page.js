@@ -8,6 +8,10 @@ JsSIP.debug.enable('JsSIP:*');      // to the browser console, which driver.mjs 
 let ua = null;
 // every call, received or placed, in order: {session, callId, incoming, confirmed, ended}
 const calls = [];
+// out-of-dialog NOTIFYs (message-waiting), in order: {event, body}
+const notifies = [];
+// the live event stream's events, in order: {event, data}
+const events = [];
 
 function until(check, timeoutMs, what) {
   return new Promise((resolve, reject) => {
@@ -33,6 +37,9 @@ async function login({ wss, domain, user, password }) {
   let outcome = null;
   ua.on('registered', () => { outcome = { ok: true }; });
   ua.on('registrationFailed', (e) => { outcome = { ok: false, cause: e.cause }; });
+  ua.on('sipEvent', ({ event, request }) => {
+    notifies.push({ event: event && event.event, body: request.body });
+  });
   ua.on('newRTCSession', ({ originator, session, request }) => {
     const call = { session, callId: request.call_id, incoming: originator === 'remote',
                    confirmed: false, ended: null };
@@ -112,5 +119,40 @@ async function selectDevice({ api, user, password, device }) {
   return { status: response.status, body: await response.json() };
 }
 
+// The UC Assistant's live view: the event stream read with fetch and the user's own
+// credentials (EventSource cannot send an Authorization header), kept in `events`.
+async function watchEvents({ api, user, password }) {
+  const response = await fetch(`${api}/api/v1/users/${user}/events`, {
+    headers: { Authorization: `Basic ${btoa(`${user}:${password}`)}` },
+  });
+  if (response.status !== 200) throw new Error(`event stream: HTTP ${response.status}`);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  (async () => {
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(block);
+        const data = /^data: (.*)$/m.exec(block);
+        if (event && data) events.push({ event: event[1], data: JSON.parse(data[1]) });
+      }
+    }
+  })();
+  return { status: response.status };
+}
+
+function eventsSeen() {
+  return events;
+}
+
+function notifiesSeen() {
+  return notifies;
+}
+
 window.softphone = { login, incomingCall, answer, dial, confirmed, hangup, stats, ended,
-                      incomingCount, selectDevice };
+                      incomingCount, selectDevice, watchEvents, eventsSeen, notifiesSeen };

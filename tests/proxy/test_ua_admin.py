@@ -69,7 +69,7 @@ HELP_PATHS = [[], ["users"], ["users", "add"], ["users", "update"], ["users", "s
               ["users", "list"], ["users", "delete"], ["import"], ["export"], ["device"],
               ["device", "get"], ["device", "set"], ["forwards"], ["forwards", "get"],
               ["forwards", "set"], ["mds"], ["mds", "add"], ["mds", "list"],
-              ["mds", "delete"]]
+              ["mds", "delete"], ["calls"], ["dial"], ["hangup"], ["answer"], ["events"]]
 
 
 @pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: " ".join(p) or "main")

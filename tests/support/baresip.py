@@ -53,12 +53,14 @@ def _sip_port(ip):
 
 class Baresip:
     def __init__(self, workdir, user, password, registrar, transport="udp", ip=BARESIP_IP,
-                 cafile=None, regint=600):
+                 cafile=None, regint=600, answermode="manual"):
         self.binary = baresip_binary()
         self.dir = Path(workdir) / f"baresip-{user}-{transport}-{ip}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user, self.password, self.transport = user, password, transport
         self.registrar, self.ip, self.cafile, self.regint = registrar, ip, cafile, regint
+        # `auto`: baresip answers by itself (Debian's 1.0 ignores the auto-answer headers)
+        self.answermode = answermode
         self.aor = f"sip:{user}@{registrar}"
         self.sip_port = _sip_port(ip)
         self.ctrl_port = free_port(ip)
@@ -90,7 +92,9 @@ class Baresip:
         (self.dir / "config").write_text("\n".join(lines) + "\n")
         (self.dir / "accounts").write_text(
             f"<{self.aor};transport={self.transport}>;auth_pass={self.password};"
-            f"answermode=manual;regint={self.regint}\n")
+            # its registrar is its outbound proxy too, as a provisioned deskphone's
+            f"outbound=\"sip:{self.registrar};transport={self.transport}\";"
+            f"answermode={self.answermode};regint={self.regint}\n")
         (self.dir / "contacts").write_text("")
 
     def start(self, timeout=10):

@@ -100,26 +100,28 @@ def _import(proxy, body, timeout=300):
 
 def test_100000_users_in_one_request_all_or_nothing(proxy, r):
     proxy.provision_user("1000")
-    # Other requests are answered while the import runs.
-    slowest, done = [0.0], threading.Event()
+    # Other requests are answered while the import runs, not held until it ends (how fast
+    # is make bench's figure: the p99 of these reads during the import).
+    answers, done = [], threading.Event()
 
     def reads():
         while not done.is_set():
-            started = time.monotonic()
             status = proxy.api("GET", "/api/v1/users/1000/device")[0]
-            slowest[0] = max(slowest[0], time.monotonic() - started if status == 200 else 99)
+            answers.append((status, time.monotonic()))
             time.sleep(0.05)
     reader = threading.Thread(target=reads, daemon=True)
     reader.start()
     try:
         status, body = _import(proxy, users_csv(USERS))
+        imported = time.monotonic()
     finally:
         done.set()
         reader.join()
     assert status == 200, body[:500]
     assert body == b'{"created":100000,"updated":0}'
     assert r.scard(keyspace.USERS_KEY) == USERS + 1
-    assert slowest[0] < 1.0
+    assert {code for code, _ in answers} == {200}
+    assert len([at for _, at in answers if at < imported]) >= 5
 
     # A refused file of the same size stores nothing: one bad line at its end.
     snapshot = {k: r.dump(k) for k in (keyspace.user_key("100000"), keyspace.user_key("199999"))}

@@ -254,6 +254,8 @@ def main():
         f"HTTP/WS :{env['UA_HTTP_PORT']} (/ws), HTTPS/WSS :{env['UA_HTTPS_PORT']}")
     log(f"API, health and /metrics on http://{env['UA_LISTEN']}:{env['UA_API_PORT']} and "
         f"https://{env['UA_LISTEN']}:{env['UA_API_HTTPS_PORT']}")
+    log(f"UC Assistant (reference web page) at https://{env['UA_LISTEN']}:"
+        f"{env['UA_API_HTTPS_PORT']}/ and http://{env['UA_LISTEN']}:{env['UA_API_PORT']}/")
 
     stopping = False
 

@@ -468,14 +468,14 @@ def _openapi(app):
 def create_app(cfg=None, redis_client=None, clock=time.time):
     """The application for `cfg` (config.load() by default). redis_client: a client to
     use instead of this process's own (lib.store)."""
-    from lib.web import calls, events, mds, system, users, users_csv
+    from lib.web import calls, events, mds, page, system, users, users_csv
     cfg = cfg if cfg is not None else config_mod.load()
     app = FastAPI(title="Unique Account edge proxy API", version=VERSION,
                   openapi_url=PREFIX + "/openapi.json", docs_url=None, redoc_url=None)
     app.state.ctx = Context(cfg, redis_client, clock)
     app.router.route_class = Route
     # Literal paths before templates: /users/export is not user "export".
-    routers = [module.router for module in (system, users_csv, users, calls, events, mds)]
+    routers = [module.router for module in (system, users_csv, users, calls, events, mds, page)]
     for router in routers:
         app.include_router(router)
     app.state.routes = [route for router in routers for route in router.routes]

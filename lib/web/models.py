@@ -192,6 +192,14 @@ class ImportError(Answer):
     lines: list[LineError] = []
 
 
+class PageConfig(Answer):
+    """What the UC Assistant page needs to reach the proxy (lib/web/page.py)."""
+    domain: str = Field(description="the SIP domain (UA_DOMAIN)")
+    ws_port: int = Field(description="SIP over WebSocket, for a page loaded over HTTP")
+    wss_port: int = Field(description="SIP over secure WebSocket, for a page over HTTPS")
+    voicemail_number: str = Field(description="what the voicemail button dials")
+
+
 class Health(Answer):
     status: Literal["ok", "degraded"]
     reason: str | None = None

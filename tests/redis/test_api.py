@@ -48,7 +48,7 @@ def test_health_ok_without_auth(call):
 def test_unknown_route_and_wrong_method(call):
     assert call("GET", "/api/v1/nothing", headers=ADMIN).status == 404
     assert call("GET", "/api/v2/users", headers=ADMIN).status == 404
-    assert call("GET", "/", headers=ADMIN).status == 404
+    assert call("GET", "/index.html", headers=ADMIN).status == 404
     assert call("GET", "/api/v1/users/1000/device/x", headers=ADMIN).status == 404
     resp = call("POST", "/api/v1/users/1000", alice(), ADMIN)
     assert resp.status == 405 and "error" in resp.body

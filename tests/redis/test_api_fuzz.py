@@ -57,7 +57,7 @@ from lib.decisions import control
 from lib.features import callstate
 from lib.store import clients, codec, keyspace
 from lib.users import csvio, forward_rules, profiles, validation
-from lib.web import models
+from lib.web import models, page
 from lib.web.app import ADMIN, NONE, PREFIX, USER, create_app
 from lib.web.users import HISTORY_LIMIT_MAX
 from starlette.testclient import TestClient
@@ -1076,6 +1076,12 @@ def _witnesses():
             (204, req("DELETE", p + "/mds/mds2")),
             (409, req("DELETE", p + "/mds/mds1"))],
     }
+    # the UC Assistant page's files: sent, then not sent again to a browser holding them
+    for path, body in (("/", page.FILES[""][0]), ("/app.js", page.FILES["app.js"][0]),
+                       ("/style.css", page.FILES["style.css"][0]),
+                       ("/config.json", page.config_body(CFG))):
+        table[(path, "GET")] = [(200, req("GET", path, {})),
+                                (304, req("GET", path, {"if-none-match": page.etag(body)}))]
     for path, method in OPERATIONS:
         op, cases = _op(path, method), table.setdefault((path, method), [])
         url = path.replace("{number}", "1000").replace("{name}", "mds1")

@@ -44,12 +44,12 @@ class BrowserError(AssertionError):
 
 
 class Softphone:
-    def __init__(self, workdir):
+    def __init__(self, workdir, driver=DRIVER):
         require_tools()
         self.workdir = Path(workdir)
         self.log_path = self.workdir / "browser.log"
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["node", str(DRIVER)], cwd=ROOT, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(["node", str(driver)], cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log)
         log.close()
 

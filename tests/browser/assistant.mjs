@@ -19,8 +19,8 @@
 //   {"op": "quit"}
 // Replies: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 // Each tab's console and errors go to stderr, which the test keeps in a log file.
-import readline from 'node:readline';
 import { chromium } from 'playwright-core';
+import { serve as serveRequests } from './serve.mjs';
 
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -127,16 +127,4 @@ const ops = {
   },
 };
 
-const lines = readline.createInterface({ input: process.stdin });
-for await (const line of lines) {
-  const request = JSON.parse(line);
-  let reply;
-  try {
-    reply = { ok: true, result: (await ops[request.op](request)) ?? null };
-  } catch (err) {
-    reply = { ok: false, error: String(err && err.stack || err) };
-  }
-  process.stdout.write(JSON.stringify(reply) + '\n');
-  if (request.op === 'quit') break;
-}
-process.exit(0);
+await serveRequests(ops);

@@ -7,8 +7,8 @@
 // Replies: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
 // The page's console and errors go to stderr, which the test keeps in a log file.
 import { readFile } from 'node:fs/promises';
+import { serve as serveRequests } from './serve.mjs';
 import http from 'node:http';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { chromium } from 'playwright-core';
@@ -78,16 +78,4 @@ const ops = {
   },
 };
 
-const lines = readline.createInterface({ input: process.stdin });
-for await (const line of lines) {
-  const request = JSON.parse(line);
-  let reply;
-  try {
-    reply = { ok: true, result: (await ops[request.op](request)) ?? null };
-  } catch (err) {
-    reply = { ok: false, error: String(err && err.stack || err) };
-  }
-  process.stdout.write(JSON.stringify(reply) + '\n');
-  if (request.op === 'quit') break;
-}
-process.exit(0);
+await serveRequests(ops);

@@ -26,8 +26,11 @@ _CALL_REF = re.compile(r"c[A-Za-z0-9_-]+")
 _STATES = {"ringing": "ringing", "placed": "dialing", "in_call": "answered"}
 
 
-def valid_destination(value):
-    return isinstance(value, str) and _NUMBER.fullmatch(value) is not None
+def valid_destination(value, voicemail_number):
+    """A number, or the voicemail number (`*98`): the UC Assistant's voicemail button calls
+    it from the selected device, the deskphone included (section 5's `*98` from both)."""
+    return isinstance(value, str) and (
+        _NUMBER.fullmatch(value) is not None or value == voicemail_number)
 
 
 def new_dial_id():

@@ -115,8 +115,9 @@ class Control:
 
     def dial(self, number, line_type, selected, destination):
         """Click-to-dial: the user's deskphone rings with the auto-answer hints; the id."""
-        if not control.valid_destination(destination):
-            raise ControlError(400, "destination must be 1 to 20 digits")
+        if not control.valid_destination(destination, self.cfg.voicemail_number):
+            raise ControlError(400, "destination must be 1 to 20 digits or the voicemail "
+                                    f"number {self.cfg.voicemail_number}")
         view = registrar.device_view(self.r, number, line_type, selected, self.clock())
         if view["effective"] != "deskphone":
             raise ControlError(409, f"the effective device is {view['effective']}, "

@@ -206,7 +206,9 @@ class Health(Answer):
 
 
 class DialIn(Body):
-    destination: str = Field(pattern=NUMBER_PATTERN, description="the number to call")
+    destination: str = Field(pattern=r"^[0-9*#]{1,32}$",
+                             description="the number to call, or the voicemail number "
+                                         "(UA_VOICEMAIL_NUMBER, *98)")
 
 
 class CallInProgress(Answer):

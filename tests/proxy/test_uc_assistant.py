@@ -211,9 +211,16 @@ def test_the_deskphone_selected_in_the_menu_is_controlled_from_the_page(site, br
     assert invite.header("Answer-Mode") == "Auto"
     assert invite.header("From").startswith(f'"2000" <sip:2000@{proxy.domain}>')
     tab.wait_text("#notice", r"^Your deskphone rings")
-    # The voicemail number is no number to click-to-dial (section 12 takes digits): said so.
+    # The voicemail button calls it from the selected device: the deskphone, by click-to-dial.
+    desk = site.sipp("deskphone_reject", DESKPHONE_IP, desk_port,
+                     keys={"code": "486", "reason": "Busy Here"}).start()
     tab.click("button", "Call voicemail")
-    tab.wait_text("#error", r"^Click-to-dial cannot call \*98: dial it on your deskphone\.$")
+    phone = desk.wait(10)
+    assert phone.ok, phone.describe()
+    invite = phone.received("INVITE")[0]
+    assert invite.header("Answer-Mode") == "Auto"
+    assert invite.header("From").startswith(f'"*98" <sip:*98@{proxy.domain}>')
+    tab.wait_text("#notice", r"^Your deskphone rings: it calls your voicemail once picked up\.$")
 
     tab.act({"label": "UC Assistant (this browser)"}, "click")
     tab.wait_text("#device-effective", r"^Calls ring this browser \(UC Assistant\)")

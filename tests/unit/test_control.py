@@ -77,7 +77,8 @@ def test_outcomes_and_actions_by_state():
     assert not control.answer_action(None)
 
 
-def test_only_numbers_are_destinations():
-    assert control.valid_destination("2000")
-    for bad in ("", "20a0", "sip:2000@x", "1" * 21, None, 2000):
-        assert not control.valid_destination(bad)
+def test_numbers_and_the_voicemail_number_are_destinations():
+    assert control.valid_destination("2000", "*98")
+    assert control.valid_destination("*98", "*98")
+    for bad in ("", "20a0", "sip:2000@x", "1" * 21, None, 2000, "*97", "*98#"):
+        assert not control.valid_destination(bad, "*98")

@@ -239,13 +239,7 @@ async function callVoicemail() {
     s.phone.dial(number);
     return;
   }
-  try {
-    await s.api.dial(number);
-  } catch (err) {
-    // click-to-dial takes digits only (contract section 12): not a number such as *98
-    if (err.status === 400) throw new Error(`Click-to-dial cannot call ${number}: dial it on your deskphone.`);
-    throw err;
-  }
+  await s.api.dial(number);
   notify('Your deskphone rings: it calls your voicemail once picked up.');
 }
 

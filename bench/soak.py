@@ -16,6 +16,7 @@ and Python exceptions in the Kamailio log (goal 0).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -56,15 +57,19 @@ def kamailio_memory(proxy):
             if Path(f"/proc/{pid}/comm").read_text().strip() == "kamailio"}
 
 
-def pkg_used(proxy):
-    """Kamailio's private (pkg) memory in use, summed over its processes (kex's pkg.stats,
-    real_used: fragments included): what Kamailio itself holds, against what the pages the
-    processes touched say (their private memory also counts Python's heap and the pool's
-    pages touched once and freed since)."""
-    out = subprocess.run(["kamcmd", "-s", f"unix:{ctl_socket(proxy)}", "pkg.stats"],
-                         capture_output=True, text=True, timeout=5).stdout
-    return sum(int(line.split(":")[1]) for line in out.splitlines()
-               if line.strip().startswith("real_used:"))
+def sipp_errors(directory):
+    """What a SIPp's error log says: its own stalls (its watchdog trips when its main loop
+    ran more than 500 ms late: the load generator, not the proxy, was held up) and the
+    calls it aborted, by what it expected and what came instead."""
+    stalls, aborted = 0, {}
+    for path in Path(directory).glob("*_errors.log"):
+        text = path.read_bytes().decode("latin-1")
+        stalls += text.count("watchdog timer")
+        for expected, got in re.findall(r"while (expecting '\w+'|sending) \(index \d+\), "
+                                        r"received '(SIP/2\.0 \d+|\w+)", text):
+            key = f"{expected} got {got}"
+            aborted[key] = aborted.get(key, 0) + 1
+    return {"stalls": stalls, "aborted": aborted}
 
 
 def udp_drops(ports):
@@ -138,10 +143,9 @@ def main():
                 shm_end = shm_fraction(proxy)    # the last reading under load
             if time.monotonic() >= next_sample:
                 # whether memory grows all along (a leak) or levels off (caches filling,
-                # allocators touching their pools' pages once)
+                # allocators keeping what a burst made them take)
                 series.append({"s": round(time.monotonic() - started),
                                "private_kib": sum(v[1] for v in kamailio_memory(proxy).values()),
-                               "pkg_used_kib": pkg_used(proxy) // 1024,
                                "shm": round(shm_fraction(proxy), 4)})
                 next_sample += SAMPLE_SECONDS
             number = USERS.call_pool[switches % len(USERS.call_pool)]
@@ -175,6 +179,9 @@ def main():
         "udp_drops": {name: drops_end.get(port, 0) - drops_start.get(port, 0)
                       for name, port in ports.items()},
         "tm_replies": {k: v - tm_start.get(k, 0) for k, v in tm_end.items()},
+        "sipp": {name: sipp_errors(directory) for name, directory in
+                 (("calls", workdir / "calls"), ("registers", workdir / "registers"),
+                  ("deskphones", bench.uas_dir))},
         "memory_series": series})
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "kamailio_kib"}, indent=1))

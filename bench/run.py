@@ -472,7 +472,7 @@ class Bench:
         # A proxy just started may answer some of them 503 with Retry-After (its first
         # Redis round trips past their 80 ms on a busy machine): the pool registers again,
         # as phones would; registering twice changes nothing.
-        for attempt in range(3):
+        for _ in range(3):
             run_dir = self.run_dir(f"{proxy.name}-callpool")
             proc = start_sipp(sipp_command("register_load", DESKPHONE_IP, self.uas_port,
                                            proxy.addr, inf, 500, len(proxy.users.call_pool)),

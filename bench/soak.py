@@ -12,7 +12,10 @@ call pool switches device through the API (webrtc, with its fallback to the desk
 and back). Reported, and written to bench/soak.json: failed calls and REGISTERs (goal 0),
 failed device switches, RSS and private memory of every Kamailio process after a warm-up (a tenth
 of the time, at most 30 s) and at the end (goal: flat), Redis memory at the same times,
-and Python exceptions in the Kamailio log (goal 0).
+and Python exceptions in the Kamailio log (goal 0). And what tells a failure's cause:
+each SIPp's own stalls and aborted calls by cause, the datagrams dropped at each UDP
+socket, tm's reply counts, and a memory series (every SAMPLE_SECONDS) that tells a slope
+from a step.
 """
 import json
 import os
@@ -74,7 +77,8 @@ def sipp_errors(directory):
 
 def udp_drops(ports):
     """{port: datagrams the kernel dropped at that UDP socket's full receive buffer}
-    (/proc/net/udp's last column), for the sockets bound on 127.0.0.x to these ports."""
+    (/proc/net/udp's last column), for the sockets bound to these ports (each on its own
+    loopback address: the proxy's, the MDS's, the deskphones', the registrar load's)."""
     drops = {}
     for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
         fields = line.split()

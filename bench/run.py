@@ -455,8 +455,9 @@ class Bench:
         self.answer_calls()
 
     def answer_calls(self):
+        self.uas_dir = self.run_dir("deskphones")
         self.uas = start_sipp(sipp_command("deskphone_answer_load", DESKPHONE_IP, self.uas_port),
-                              self.run_dir("deskphones"))
+                              self.uas_dir)
 
     def stop(self):
         stop_process(self.uas)
@@ -468,12 +469,19 @@ class Bench:
         memory_before = proxy.redis_memory()
         inf = injection_file(self.workdir / f"{proxy.name}-{proxy.users.count}-callpool.csv",
                              proxy.users.call_pool)
-        run_dir = self.run_dir(f"{proxy.name}-callpool")
-        proc = start_sipp(sipp_command("register_load", DESKPHONE_IP, self.uas_port, proxy.addr,
-                                       inf, 500, len(proxy.users.call_pool)),
-                          run_dir)
-        proc.wait()
-        result = read_result(run_dir)
+        # A proxy just started may answer some of them 503 with Retry-After (its first
+        # Redis round trips past their 80 ms on a busy machine): the pool registers again,
+        # as phones would; registering twice changes nothing.
+        for _ in range(3):
+            run_dir = self.run_dir(f"{proxy.name}-callpool")
+            proc = start_sipp(sipp_command("register_load", DESKPHONE_IP, self.uas_port,
+                                           proxy.addr, inf, 500, len(proxy.users.call_pool)),
+                              run_dir)
+            proc.wait()
+            result = read_result(run_dir)
+            if not result.failed:
+                break
+            time.sleep(1)
         if proxy.redis:
             proxy.memory_registered_delta = proxy.redis_memory() - memory_before
         self.answer_calls()
@@ -672,13 +680,17 @@ def media_row(bench, workdir, rates):
 
 
 def metrics_row(bench, workdir, rates):
-    """U with its metrics on against U with UA_METRICS=0, side by side: both running, loaded
-    in turns at the common call rate, the order swapped every repetition, twice as many
-    points as the main table (the difference sought is a few per cent)."""
+    """U with its metrics on against U with UA_METRICS=0, side by side: all running, loaded
+    in turns at the common call rate, twice as many points as the main table (the
+    difference sought is a few per cent). A second U with its metrics on makes an A/A pair:
+    two identical proxies differ in one run by what their separate processes, ports and
+    Redis servers happen to cost, and that spread is what on/off is read against. The
+    order is rotated every round; the ratios are the medians of each round's ratios."""
     users = Users(100)
     proxies = [UniqueAccountProxy(workdir, users),
-               UniqueAccountProxy(workdir, users, metrics=False)]
-    points = {proxy.name: [] for proxy in proxies}
+               UniqueAccountProxy(workdir, users, metrics=False),
+               UniqueAccountProxy(workdir, users, name="U-b")]
+    rounds = []
     try:
         for proxy in proxies:
             proxy.start()
@@ -687,14 +699,21 @@ def metrics_row(bench, workdir, rates):
             warm_up(bench, proxy, rates["calls"])
         for rep in range(2 * REPEATS):
             log(f"metrics on and off, repetition {rep + 1}/{2 * REPEATS}")
-            for proxy in proxies if rep % 2 == 0 else proxies[::-1]:
-                points[proxy.name].append(bench.measure(proxy, "calls", rates["calls"]))
+            order = proxies[rep % 3:] + proxies[:rep % 3]
+            rounds.append({proxy.name: bench.measure(proxy, "calls", rates["calls"])
+                           for proxy in order})
     finally:
         for proxy in proxies:
             proxy.stop()
-    return {name: {"rate": rates["calls"], "failed": sum(r["failed"] for r in runs),
-                   "cpu_ms_per_op": summary([r["cpu_ms_per_op"] for r in runs])}
-            for name, runs in points.items()}
+    row = {proxy.name: {"rate": rates["calls"],
+                        "failed": sum(r[proxy.name]["failed"] for r in rounds),
+                        "cpu_ms_per_op": summary([r[proxy.name]["cpu_ms_per_op"]
+                                                  for r in rounds])}
+           for proxy in proxies}
+    row["on/off"] = summary([r["U"]["cpu_ms_per_op"] / r["U-metrics-off"]["cpu_ms_per_op"]
+                             for r in rounds])
+    row["A/A"] = summary([r["U-b"]["cpu_ms_per_op"] / r["U"]["cpu_ms_per_op"] for r in rounds])
+    return row
 
 
 IMPORT_USERS = 100_000
@@ -752,23 +771,28 @@ def import_row(workdir):
 
 
 AUTH_ROUND = 1000      # GETs a round of the API auth row
+AUTH_ROUNDS = 2 * REPEATS
 
 
 def api_auth_row(workdir):
     """The API's normal path with the limit on failed authentications (issue 22) and
     without it (UA_API_AUTH_FAILURES=0): GET /users/{n}/device with the user's own Basic
-    credentials, back to back from one client, against two API servers beside one proxy (its
-    Redis, its users), REPEATS alternating rounds of AUTH_ROUND requests each."""
+    credentials, back to back from one client, against three API servers beside one proxy
+    (its Redis, its users): the limit on, off, and off again (an A/A pair: what two
+    identical servers differ by in the same run is the noise the on/off ratio is read
+    against). AUTH_ROUNDS rounds of AUTH_ROUND requests to each, the order rotated every
+    round; the ratios are the medians of the rounds' p50 ratios, with their range."""
     import base64
     import http.client
     from lib.tools.runner import API_SERVER
     proxy = UniqueAccountProxy(workdir, Users(100))
     number = proxy.users.numbers[0]
     auth = "Basic " + base64.b64encode(f"{number}:{PASSWORD.format(number)}".encode()).decode()
-    servers, latencies = {}, {"limited": [], "unlimited": []}
+    names = (("limited", "10"), ("unlimited", "0"), ("unlimited-b", "0"))
+    servers, rounds = {}, []
     try:
         proxy.start()
-        for name, failures in (("limited", "10"), ("unlimited", "0")):
+        for name, failures in names:
             port = free_port(PROXY_IP)
             env = {k: v for k, v in os.environ.items() if not k.startswith("UA_")}
             env.update({"UA_LISTEN": PROXY_IP, "UA_API_PORT": str(port),
@@ -781,9 +805,12 @@ def api_auth_row(workdir):
                                               stderr=subprocess.STDOUT), port)
             wait_for(lambda: answers_http(PROXY_IP, port), 30, f"API server {name}")
         pin([proc.pid for proc, _ in servers.values()], PROXY_CPUS)
-        for _ in range(REPEATS):
-            for name, (_, port) in servers.items():
-                conn = http.client.HTTPConnection(PROXY_IP, port, timeout=5)
+        order = list(servers)
+        for n in range(AUTH_ROUNDS + 1):      # the first round warms every server up
+            latencies = {}
+            for name in order[n % 3:] + order[:n % 3]:
+                conn = http.client.HTTPConnection(PROXY_IP, servers[name][1], timeout=5)
+                ms = latencies[name] = []
                 for _ in range(AUTH_ROUND):
                     started = time.perf_counter()
                     conn.request("GET", f"/api/v1/users/{number}/device",
@@ -791,15 +818,22 @@ def api_auth_row(workdir):
                     resp = conn.getresponse()
                     resp.read()
                     assert resp.status == 200, resp.status
-                    latencies[name].append((time.perf_counter() - started) * 1000)
+                    ms.append((time.perf_counter() - started) * 1000)
                 conn.close()
+            if n:
+                rounds.append(latencies)
     finally:
         for proc, _ in servers.values():
             stop_process(proc)
         proxy.stop()
-    row = {name: {"requests": len(ms), "p50": round(percentile(ms, 0.5), 3),
-                  "p99": round(percentile(ms, 0.99), 3)} for name, ms in latencies.items()}
-    row["p50_ratio"] = round(row["limited"]["p50"] / row["unlimited"]["p50"], 3)
+    row = {name: {"requests": sum(len(r[name]) for r in rounds),
+                  "p50": round(percentile([x for r in rounds for x in r[name]], 0.5), 3),
+                  "p99": round(percentile([x for r in rounds for x in r[name]], 0.99), 3)}
+           for name, _ in names}
+    for key, a, b in (("p50_ratio", "limited", "unlimited"),
+                      ("aa_p50_ratio", "unlimited-b", "unlimited")):
+        row[key] = {k: round(v, 3) for k, v in summary(
+            [percentile(r[a], 0.5) / percentile(r[b], 0.5) for r in rounds]).items()}
     return row
 
 
@@ -845,9 +879,9 @@ def ratios(results):
 
 
 def metrics_ratio(side):
-    """The metrics row's figure: U's CPU per call with its metrics against without."""
-    return (side["U"]["cpu_ms_per_op"]["median"]
-            / side["U-metrics-off"]["cpu_ms_per_op"]["median"])
+    """The metrics row's figure: U's CPU per call with its metrics against without (the
+    median of the rounds' ratios)."""
+    return side["on/off"]["median"]
 
 
 def highest(result, workload):
@@ -878,8 +912,13 @@ def table(results):
                 f"| {r['kamailio_memory']['private_kib_per_process']:,} |")
     for row in ("media", "metrics"):
         for name, r in results[row].items():
+            if "rate" not in r:     # the metrics row's ratios, below
+                continue
             lines.append(f"| 100 | {name} ({row} row: calls at {r['rate']}/s, "
                          f"{r['failed']} failed) | {fmt(r['cpu_ms_per_op'])} | | | | | |")
+    side = results["metrics"]
+    lines += ["", f"Metrics row, ratios of each round's CPU per call: on/off "
+              f"{fmt(side['on/off'])}, A/A (U-b/U, both on) {fmt(side['A/A'])}"]
     imp = results["import"]
     get = imp["device_get_during_import_ms"]
     lines += ["", f"U's API server: {imp['users']:,} users ({imp['bytes']:,} bytes of CSV) "
@@ -893,7 +932,8 @@ def table(results):
     lines += ["", "U's API, GET /api/v1/users/{n}/device with Basic credentials, back to back: "
               f"limit on failed authentications on p50 {auth['limited']['p50']:.2f} ms, "
               f"p99 {auth['limited']['p99']:.2f} ms; off p50 {auth['unlimited']['p50']:.2f} ms, "
-              f"p99 {auth['unlimited']['p99']:.2f} ms (on/off p50 {auth['p50_ratio']}, "
+              f"p99 {auth['unlimited']['p99']:.2f} ms (on/off p50 {fmt(auth['p50_ratio'])}, "
+              f"off/off p50 {fmt(auth['aa_p50_ratio'])}, medians of {AUTH_ROUNDS} rounds; "
               f"{auth['limited']['requests']} requests each)"]
     misses = [f"{int(count):,} users {r['calls']['cache_misses_per_call']['median']:.3f} "
               f"({r['calls']['cache_misses_per_call']['min']:.3f}-"
@@ -916,7 +956,11 @@ ROWS = ("media", "metrics", "import", "api_auth")
 def rows_only(names):
     pin([os.getpid()], LOAD_CPUS)
     workdir = Path(tempfile.mkdtemp(prefix="ua-bench-rows-"))
-    rates = {"calls": int(os.environ.get("BENCH_CALL_RATE", "300"))}
+    # The main table's common rate (2026-11-27): a proxy's CPU per call falls as the rate
+    # rises, since its timers' and Redis's wake-ups cost the same per second whatever the
+    # load (about a tenth of a core here), and a row about a few per cent is read where
+    # the main rows are, not where those fixed costs are a third of a call.
+    rates = {"calls": int(os.environ.get("BENCH_CALL_RATE", "980"))}
     bench = Bench(workdir)
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "repeats": REPEATS}

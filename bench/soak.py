@@ -12,10 +12,15 @@ call pool switches device through the API (webrtc, with its fallback to the desk
 and back). Reported, and written to bench/soak.json: failed calls and REGISTERs (goal 0),
 failed device switches, RSS and private memory of every Kamailio process after a warm-up (a tenth
 of the time, at most 30 s) and at the end (goal: flat), Redis memory at the same times,
-and Python exceptions in the Kamailio log (goal 0).
+and Python exceptions in the Kamailio log (goal 0). And what tells a failure's cause:
+each SIPp's own stalls and aborted calls by cause, the datagrams dropped at each UDP
+socket, tm's reply counts, and a memory series (every SAMPLE_SECONDS) that tells a slope
+from a step.
 """
 import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,11 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.overload import shm_fraction  # noqa: E402
+from bench.overload import ctl_socket, shm_fraction  # noqa: E402
 from bench.run import (MDS_IP, REGISTRAR_IP, Bench, UniqueAccountProxy, Users,  # noqa: E402
-                       ladder, log, memory_kib, read_result, start_load)
+                       free_port, ladder, log, memory_kib, read_result, start_load)
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "600"))
+SAMPLE_SECONDS = 30         # the memory series: one reading this often
 SWITCH_SECONDS = float(os.environ.get("SOAK_SWITCH_SECONDS", "3"))
 LADDER_SECONDS = int(os.environ.get("SOAK_LADDER_SECONDS", "5"))
 # low enough that the first step passes on a busy machine too (a failed first step leaves
@@ -52,6 +58,43 @@ def kamailio_memory(proxy):
     """{pid: (RSS KiB, private KiB)} of every Kamailio process of the proxy."""
     return {pid: memory_kib(pid) for pid in proxy.kamailio_pids()
             if Path(f"/proc/{pid}/comm").read_text().strip() == "kamailio"}
+
+
+def sipp_errors(directory):
+    """What a SIPp's error log says: its own stalls (its watchdog trips when its main loop
+    ran more than 500 ms late: the load generator, not the proxy, was held up) and the
+    calls it aborted, by what it expected and what came instead."""
+    stalls, aborted = 0, {}
+    for path in Path(directory).glob("*_errors.log"):
+        text = path.read_bytes().decode("latin-1")
+        stalls += text.count("watchdog timer")
+        for expected, got in re.findall(r"while (expecting '\w+'|sending) \(index \d+\), "
+                                        r"received '(SIP/2\.0 \d+|\w+)", text):
+            key = f"{expected} got {got}"
+            aborted[key] = aborted.get(key, 0) + 1
+    return {"stalls": stalls, "aborted": aborted}
+
+
+def udp_drops(ports):
+    """{port: datagrams the kernel dropped at that UDP socket's full receive buffer}
+    (/proc/net/udp's last column), for the sockets bound to these ports (each on its own
+    loopback address: the proxy's, the MDS's, the deskphones', the registrar load's)."""
+    drops = {}
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        port = int(fields[1].split(":")[1], 16)
+        if port in ports:
+            drops[port] = drops.get(port, 0) + int(fields[-1])
+    return drops
+
+
+def tm_replies(proxy):
+    """tm's counts of final replies by class, and of the ones it made itself (408s of
+    timed-out branches among them): kamcmd tm.stats."""
+    out = subprocess.run(["kamcmd", "-s", f"unix:{ctl_socket(proxy)}", "tm.stats"],
+                         capture_output=True, text=True, timeout=5).stdout
+    return {k.strip(): int(v) for k, _, v in (line.partition(":") for line in out.splitlines())
+            if v.strip().isdigit()}
 
 
 def switch_device(api, number, device):
@@ -85,13 +128,16 @@ def main():
             "calls": ("mds_call_load", MDS_IP, USERS.call_pool, rate, {}),
             "registers": ("register_load", REGISTRAR_IP, USERS.register_pool, register_rate,
                           {"contact_host": f"{REGISTRAR_IP}:5060"})}
+        ports = {"proxy": proxy.port, "deskphones": bench.uas_port,
+                 **{name: free_port(ip) for name, (_, ip, *_) in loads.items()}}
+        drops_start, tm_start = udp_drops(set(ports.values())), tm_replies(proxy)
         procs = {name: start_load(workdir, name, scenario, ip, proxy.addr, numbers, r,
-                                  r * SECONDS, keys)
+                                  r * SECONDS, keys, local_port=ports[name])
                  for name, (scenario, ip, numbers, r, keys) in loads.items()}
         switches = failed_switches = 0
         started = time.monotonic()
         deadline, warm_at = started + SECONDS, started + min(30, SECONDS / 10)
-        memory_start = None
+        memory_start, series, next_sample = None, [], started
         while time.monotonic() < deadline and all(p.poll() is None for p in procs.values()):
             if memory_start is None and time.monotonic() >= warm_at:
                 # after a warm-up: the workers' first calls load code and touch memory
@@ -99,6 +145,13 @@ def main():
                 shm_start = shm_fraction(proxy)
             elif memory_start is not None:
                 shm_end = shm_fraction(proxy)    # the last reading under load
+            if time.monotonic() >= next_sample:
+                # whether memory grows all along (a leak) or levels off (caches filling,
+                # allocators keeping what a burst made them take)
+                series.append({"s": round(time.monotonic() - started),
+                               "private_kib": sum(v[1] for v in kamailio_memory(proxy).values()),
+                               "shm": round(shm_fraction(proxy), 4)})
+                next_sample += SAMPLE_SECONDS
             number = USERS.call_pool[switches % len(USERS.call_pool)]
             device = "deskphone" if switches % 2 else "webrtc"
             failed_switches += not switch_device(api, number, device)
@@ -107,6 +160,7 @@ def main():
         for proc in procs.values():
             proc.wait(60)
         memory_end, redis_end = kamailio_memory(proxy), proxy.redis_memory()
+        drops_end, tm_end = udp_drops(set(ports.values())), tm_replies(proxy)
         results = {name: read_result(workdir / name) for name in procs}
     finally:
         proxy.stop()
@@ -125,7 +179,14 @@ def main():
                                    "end": sum(v[1] for v in memory_end.values())},
         "redis_used_memory": {"start": redis_start, "end": redis_end},
         "kamailio_shm_in_use": {"start": round(shm_start, 4), "end": round(shm_end, 4)},
-        "python_exceptions": exceptions})
+        "python_exceptions": exceptions,
+        "udp_drops": {name: drops_end.get(port, 0) - drops_start.get(port, 0)
+                      for name, port in ports.items()},
+        "tm_replies": {k: v - tm_start.get(k, 0) for k, v in tm_end.items()},
+        "sipp": {name: sipp_errors(directory) for name, directory in
+                 (("calls", workdir / "calls"), ("registers", workdir / "registers"),
+                  ("deskphones", bench.uas_dir))},
+        "memory_series": series})
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "kamailio_kib"}, indent=1))
     print("Kamailio processes (KiB): pid  RSS start -> end  private start -> end")

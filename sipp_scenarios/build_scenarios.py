@@ -1003,7 +1003,17 @@ def register_load():
     out += msg(register_request(CONTACT.replace("[user]", "[field0]"), "3600", 2,
                                 "[field1]",
                                 user="[field0]"), retrans=True)
+    # A late 401 to the first REGISTER is absorbed, as a phone's finished client
+    # transaction absorbs it: when this SIPp, on a shared core, was stalled past 500 ms,
+    # it retransmitted the first REGISTER, and the proxy (stateless there) answered the
+    # copy with a fresh challenge after the credentials had gone out. A 401 to the
+    # credentials themselves (CSeq 2) still fails the call.
+    out += label("wait_200")
     out += recv_response(100, optional=True)
+    out += recv_response(401, optional=True, nxt="wait_200", body="""  <action>
+    <ereg regexp="^ *1 REGISTER" search_in="hdr" header="CSeq:" check_it="true" assign_to="late_401"/>
+  </action>
+""")
     out += recv_response(200)
     return out
 
@@ -1043,6 +1053,13 @@ def deskphone_answer_load():
     out += msg(uas_reply("180 Ringing"))
     out += pause_from("ring")   # ring_ms: a gap that keeps most 180s ahead of their 200
     out += msg(uas_reply("200 OK", body=True), retrans=True)
+    # A retransmitted INVITE is absorbed: the 200 above is retransmitted until the ACK
+    # anyway. SIPp absorbs one by itself only while it is still at the INVITE; one that came
+    # after its 200 (the proxy's timer A fired while this SIPp, on a shared core, was
+    # stalled) aborted the call, and the BYE then got the proxy's 408: a failed call that
+    # was SIPp's, not the proxy's.
+    out += label("answered")
+    out += recv_request("INVITE", optional=True, nxt="answered")
     out += recv_request("ACK", optional=True)
     out += recv_request("BYE")
     out += msg(uas_reply("200 OK", contact=None, record_route=False, tag=False), extra=' next="end"')

@@ -54,12 +54,11 @@ def blocked_for(r, address, number=None):
     user's request nothing more than its password check. Without the store nothing is
     blocked: a user's password cannot be checked then anyway (its read fails), and the
     admin token is too long to guess."""
-    pipe = r.pipeline(transaction=False)
-    pipe.ttl(keyspace.api_block_key(address))
+    commands = [("TTL", keyspace.api_block_key(address))]
     if number:
-        pipe.hmget(keyspace.user_key(number), profiles.AUTH_FIELDS)
+        commands.append(("HMGET", keyspace.user_key(number), *profiles.AUTH_FIELDS))
     try:
-        replies = pipe.execute()
+        replies = clients.round_trip(r, commands)
     except UNREACHABLE:
         if number:
             raise

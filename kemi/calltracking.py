@@ -4,7 +4,7 @@ import time
 
 import KSR
 
-from kemi.glue import CFG, guarded, pv
+from kemi.glue import CFG, pv, quietly
 from lib.decisions import routing
 from lib.features import callstate
 
@@ -84,7 +84,7 @@ class CallTracking:
             KSR.mqueue.mq_add(EVENTS_QUEUE, "e", event)
 
     def ksr_events_timer(self, msg, *args):
-        return guarded(self.write_call_events)
+        return quietly(self.write_call_events)
 
     def write_call_events(self):
         """The call-event process's tick: everything queued, written in one round trip,

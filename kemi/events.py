@@ -3,7 +3,7 @@ import time
 
 import KSR
 
-from kemi.glue import CFG, guarded, pv
+from kemi.glue import CFG, guarded, pv, quietly
 from lib import config
 from lib.features import mds_health, overload, registrar
 
@@ -15,7 +15,7 @@ class Events:
     """Callbacks Kamailio names in kamailio.cfg (rtimer, tcpops, xhttp)."""
 
     def ksr_mds_timer(self, msg, *args):
-        return guarded(MDS_PROBER.tick, time.time())
+        return quietly(MDS_PROBER.tick, time.time())
 
     def ksr_overload_timer(self, msg, *args):
         def sample():
@@ -27,13 +27,13 @@ class Events:
             KSR.htable.sht_seti(overload.TABLE, overload.LEVEL_KEY, level)
             if line:
                 KSR.warn(f"ua: {line}\n")
-        return guarded(sample)
+        return quietly(sample)
 
     def ksr_tcpops_event(self, msg, evname=""):
         def closed():
             self.presence_changed(
                 registrar.drop_connection(CFG.node_id, f"{pv('$si')}:{pv('$sp')}"))
-        return guarded(closed)
+        return quietly(closed)
 
     def ksr_xhttp_event(self, msg, evname=""):
         return guarded(self.http)

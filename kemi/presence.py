@@ -3,8 +3,8 @@ import time
 
 import KSR
 
-from kemi.glue import (CFG, LISTENER_PROTO, URI_TRANSPORT, guarded, header_values, pv, reply,
-                       send_notify)
+from kemi.glue import (CFG, LISTENER_PROTO, URI_TRANSPORT, header_values, pv, quietly,
+                       reply, send_notify)
 from lib.decisions import sipmsg
 from lib.features import blf
 
@@ -75,4 +75,4 @@ class Presence:
             now = time.time()
             for message in blf.late(now) + blf.expired(now):
                 send_notify(message)
-        return guarded(expire)
+        return quietly(expire)

@@ -148,12 +148,15 @@ class Proxy:
     def log_size(self):
         return self.log_path.stat().st_size
 
-    def errors_since(self, offset):
-        """The ERROR (and worse) lines the proxy logged after `offset` (a log_size())."""
+    def log_since(self, offset):
+        """What the proxy logged after `offset` (a log_size())."""
         with open(self.log_path, "rb") as log:
             log.seek(offset)
-            text = log.read().decode("utf-8", "replace")
-        return [line for line in text.splitlines() if ERROR_LINE.search(line)]
+            return log.read().decode("utf-8", "replace")
+
+    def errors_since(self, offset):
+        """The ERROR (and worse) lines the proxy logged after `offset` (a log_size())."""
+        return [line for line in self.log_since(offset).splitlines() if ERROR_LINE.search(line)]
 
     def api(self, method, path, body=None, auth=("bearer", TOKEN), headers=None):
         """(status, parsed JSON or None, headers) of one API request."""

@@ -1,0 +1,1 @@
+"""Commands: the runner (make run), ua-admin, the container's health check."""

@@ -3,7 +3,7 @@
 (the SIP workers, the call-event process, the timers) while SIPp loads it, and this prints
 the functions that hold most samples, inclusive and self. PROFILE_BASE=<revision>
 profiles that revision instead of this tree (extracted as bench/side_by_side.py does), so
-a change is read before and after. PROFILE_RATE (980), PROFILE_SECONDS (10),
+a change is read before and after. PROFILE_RATE (500), PROFILE_SECONDS (10),
 PROFILE_WORKLOAD (calls or register), PROFILE_TOP (15)."""
 import collections
 import os
@@ -22,7 +22,7 @@ from bench.run import (LOAD_CPUS, Bench, UniqueAccountProxy, Users, log, pin,  #
 from bench.side_by_side import extract  # noqa: E402
 
 BASE = os.environ.get("PROFILE_BASE")
-RATE = int(os.environ.get("PROFILE_RATE", "980"))
+RATE = int(os.environ.get("PROFILE_RATE", "500"))
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "10"))
 WORKLOAD = os.environ.get("PROFILE_WORKLOAD", "calls")
 TOP = int(os.environ.get("PROFILE_TOP", "15"))
@@ -32,7 +32,7 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 def record(pids, seconds, into):
     """py-spy's collapsed stacks of each process, sampled without stopping it."""
     procs = [subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--format", "raw",
-                               "--rate", "250", "--duration", str(seconds), "--nonblocking",
+                               "--rate", "100", "--duration", str(seconds), "--nonblocking",
                                "--output", str(into / f"{pid}.txt")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for pid in pids]

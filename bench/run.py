@@ -536,7 +536,7 @@ class Bench:
 
 
 def context_misses(proxy):
-    """U's cached reads (call contexts, REGISTERs' bindings) that went to Redis so far
+    """U's cached reads (call contexts) that went to Redis so far
     (lib/store/wire.cached_script opts each such read into tracking with CLIENT CACHING)."""
     if not isinstance(proxy, UniqueAccountProxy):
         return None

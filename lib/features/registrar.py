@@ -134,42 +134,20 @@ def contact_expires(params, header_expires, default_expires):
 
 # --- store operations ------------------------------------------------------------------
 
-# What a REGISTER reads: the user's profile and HA1, and its bindings. Kept in the process's
-# client-side cache (lib/store/wire), and refreshed by the write itself (apply): a REGISTER
-# that finds them there and refreshes unchanged bindings makes one round trip.
-_LOAD = """
-return {redis.call('HMGET', KEYS[1], 'profile', 'ha1'), redis.call('HGETALL', KEYS[2])}
-"""
-
-
-def _loaded(reply):
-    (profile, ha1), contacts = reply
+def load(number):
+    """(profile, ha1, contacts) of a user in one round trip."""
+    (profile, ha1), contacts = wire.run(("HMGET", keyspace.user_key(number), "profile", "ha1"),
+                                         ("HGETALL", keyspace.contacts_key(number)))
     return profile_of(profile), ha1.decode() if ha1 else None, decode(wire.pairs(contacts))
 
 
-def _load_keys(number):
-    return [keyspace.user_key(number), keyspace.contacts_key(number)]
-
-
-def load(number):
-    """(profile, ha1, contacts) of a user: from this process's cache, or one round trip.
-    Shared with every later read: never modified."""
-    return wire.cached_script(_LOAD, _load_keys(number), (), _loaded, _known)
-
-
-def _known(reply):
-    """Only a provisioned user's read is kept: REGISTERs for made-up users (a scan) must
-    not push call contexts out of the cache."""
-    return reply[0][0] is not None
-
-
 def apply(number, result):
-    """Write a 200 decision in one MULTI round trip (which also refreshes load()'s cached
-    copy). Returns whether the user has BLF watchers (asked in the same transaction)."""
+    """Write a 200 decision in one MULTI round trip. Returns whether the user has BLF
+    watchers (asked in the same round trip)."""
     if not result.upserts and not result.removals:
         return False
     key = keyspace.contacts_key(number)
-    commands = []
+    commands = [("MULTI",)]
     if result.removals:
         commands.append(("HDEL", key, *result.removals))
         commands += unindex(number, result.removals)
@@ -188,11 +166,8 @@ def apply(number, result):
         # that saw fewer bindings never cuts another's short.
         until = int(result.last_expiry) + KEY_GRACE_SECONDS
         commands += [("EXPIREAT", key, until, "NX"), ("EXPIREAT", key, until, "GT")]
-    commands.append(("EXISTS", keyspace.watchers_key(number)))
-    if wire.caching():
-        watched = wire.cached_write(commands, _LOAD, _load_keys(number), (), _loaded)[-1]
-    else:
-        watched = wire.run(("MULTI",), *commands, ("EXEC",))[-1][-1]
+    commands += [("EXEC",), ("EXISTS", keyspace.watchers_key(number))]
+    watched = wire.run(*commands)[-1]
     wire.acknowledged(reroutes=result.reroutes)  # the 200 acknowledges (contract section 2)
     return bool(watched)
 

@@ -87,8 +87,7 @@ class _Link:
             if self.on_push:
                 self.on_push(None)      # what the last connection cached is unknown now
                 self.sock.sendall(hiredis.pack_command(("HELLO", "3"))
-                                  + hiredis.pack_command(("CLIENT", "TRACKING", "ON", "OPTIN",
-                                                          "NOLOOP")))
+                                  + hiredis.pack_command(("CLIENT", "TRACKING", "ON", "OPTIN")))
                 for reply in self.read(2):
                     if isinstance(reply, hiredis.ReplyError):
                         raise redis.ConnectionError(f"client tracking refused: {reply}")
@@ -348,26 +347,3 @@ def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
             _cache.put(entry, value, keys)
     return value
 
-
-def cached_write(commands, lua, keys, args, decode):
-    """Write `commands` (each names the key it writes first) in one MULTI on the tracking
-    connection, and end the transaction with the read-only script cached_script keeps for
-    (lua, keys, args): the cache then holds what the write left, with no round trip of its
-    own (a REGISTER refresh is one round trip, issue 24). Returns the commands' replies.
-
-    The tracking connection is NOLOOP (Redis tells it nothing of its own writes, or the
-    write would invalidate the very entry it refreshes), so the entries that read a
-    written key are dropped here. Another connection's write to these keys before the
-    EXEC comes as an invalidation ahead of its reply, so the entry put last is current."""
-    global _tracked
-    client()
-    _tracked = _current(_tracked, _cache.invalidated)
-    replies = _exchange(_tracked, [("CLIENT", "CACHING", "YES"), ("MULTI",), *commands,
-                                   script_command(lua, keys, args), ("EXEC",)], batched=True)
-    results = replies[-1]
-    if isinstance(results, hiredis.ReplyError):     # EXECABORT: nothing was written
-        raise redis.ResponseError(str(results))
-    _cache.invalidated([b"invalidate", [c[1].encode() for c in commands]])
-    if not isinstance(results[-1], hiredis.ReplyError):
-        _cache.put((lua, tuple(keys), tuple(args)), decode(results[-1]), keys)
-    return results[:-1]

@@ -948,8 +948,7 @@ def table(results):
               for count, per_proxy in results["users"].items()
               for name, r in per_proxy.items() if "cache_misses_per_call" in r["calls"]]
     if misses:
-        lines += ["", "U's cached reads (a call's context, its parties' watchers) that "
-                  "went to Redis, per call: " + ", ".join(misses)]
+        lines += ["", "U's cached reads (a call's context) that went to Redis, per call: " + ", ".join(misses)]
     lags = [f"{int(count):,} users p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, "
             f"max {lag['max_ms']:.1f} ms ({lag['readings']} readings, {lag['lost']} not seen)"
             for count, per_proxy in results["users"].items()

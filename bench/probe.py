@@ -1,7 +1,11 @@
 """INVITE->180 response time, measured while SIPp loads the proxy: SIPp times responses in
 whole milliseconds, too coarse for a proxy that adds well under one. This probe is a small
 SIP UAC on the MDS's address that places calls one after another (INVITE, 180 timed with
-perf_counter, 200, ACK, BYE) to registered users, at a low rate, beside the load."""
+perf_counter, 200, ACK, BYE) to registered users, at a low rate, beside the load.
+
+With `history` (U only), it also measures the lag of call events (issue 24): after every
+LAG_EVERY-th call's BYE, how long until the API's history of the callee shows the call,
+from the moment the BYE was sent."""
 import socket
 import threading
 import time
@@ -10,12 +14,21 @@ import uuid
 from tests.support.sipmessage import SipMessage, split_list, uri_of
 
 
+LAG_EVERY = 4          # 5 lag readings a second: the API's polling shares the proxy's core
+LAG_POLL_SECONDS = 0.001
+LAG_GIVE_UP_SECONDS = 2.0
+
+
 class LatencyProbe:
-    def __init__(self, local_ip, proxy_addr, callees, rate=20.0):
+    def __init__(self, local_ip, proxy_addr, callees, rate=20.0, history=None):
+        """history(number): the call ids in that user's history, newest first (the API)."""
         self.local_ip = local_ip
         self.proxy_addr = proxy_addr
         self.callees = callees
         self.interval = 1.0 / rate
+        self.history = history
+        self.lags_ms = []
+        self.lag_lost = 0       # calls the history had not shown after LAG_GIVE_UP_SECONDS
         self.latencies_ms = []
         self.failed = 0
         self._stop = threading.Event()
@@ -42,7 +55,8 @@ class LatencyProbe:
             callee = self.callees[n % len(self.callees)]
             n += 1
             try:
-                self.latencies_ms.append(self._call(callee))
+                self.latencies_ms.append(self._call(callee, lag=self.history is not None
+                                                    and n % LAG_EVERY == 0))
             except (OSError, ValueError, TimeoutError):
                 self.failed += 1
             next_at += self.interval
@@ -64,7 +78,7 @@ class LatencyProbe:
                 seen.setdefault(msg.status, (msg, time.perf_counter()))
         return seen
 
-    def _call(self, callee):
+    def _call(self, callee, lag=False):
         call_id = f"probe-{uuid.uuid4().hex}"
         host = f"{self.local_ip}:{self.port}"
         proxy = f"{self.proxy_addr[0]}:{self.proxy_addr[1]}"
@@ -89,8 +103,19 @@ class LatencyProbe:
         self._send(f"ACK {target} SIP/2.0\n"
                    f"Via: SIP/2.0/UDP {host};branch=z9hG4bK{uuid.uuid4().hex};rport\n"
                    f"{dialog}CSeq: 1 ACK\nContent-Length: 0\n\n")
+        bye_sent = time.perf_counter()
         self._send(f"BYE {target} SIP/2.0\n"
                    f"Via: SIP/2.0/UDP {host};branch=z9hG4bK{uuid.uuid4().hex};rport\n"
                    f"{dialog}CSeq: 2 BYE\nContent-Length: 0\n\n")
         self._wait(call_id, "BYE", {200})
+        if lag:
+            self._lag(callee, call_id, bye_sent)
         return latency
+
+    def _lag(self, callee, call_id, since):
+        while time.perf_counter() - since < LAG_GIVE_UP_SECONDS:
+            if call_id in self.history(callee):
+                self.lags_ms.append((time.perf_counter() - since) * 1000)
+                return
+            time.sleep(LAG_POLL_SECONDS)
+        self.lag_lost += 1

@@ -29,6 +29,7 @@ seconds, the peak RSS, VmHWM, of the API server plus that of its importer proces
 BENCH_QUICK=1: fewer repetitions, shorter points and no ladder (fixed rates,
 BENCH_CALL_RATE / BENCH_REGISTER_RATE). Results: bench/results.json and a table on stdout.
 """
+import http.client
 import json
 import os
 import platform
@@ -67,7 +68,7 @@ CALL_POOL = 2000            # users called (pre-registered), at most half the us
 CHILDREN = int(os.environ.get("BENCH_CHILDREN", "4"))
 WARMUP_SECONDS = POINT_SECONDS if QUICK else 2 * POINT_SECONDS
 WARMUP_POINTS_MAX = 2 if QUICK else 6
-WARM_MISSES_PER_CALL = 0.02     # of U's two cached reads a call
+WARM_MISSES_PER_CALL = 0.02     # of U's cached read a call (its context)
 PROXY_CPUS, LOAD_CPUS = {0}, {1}
 PROXY_IP, MDS_IP, DESKPHONE_IP = "127.0.0.1", "127.0.0.10", "127.0.0.20"
 REGISTRAR_IP = "127.0.0.21"     # where the register workload comes from
@@ -275,12 +276,13 @@ class UniqueAccountProxy(Proxy):
     (bench/side_by_side.py runs another revision beside)."""
 
     def __init__(self, workdir, users, media="passthrough", metrics=True, root=ROOT,
-                 name=None):
+                 name=None, call_events=True):
         self.name = name or ("U" if media == "passthrough" else "U+rtpengine") + (
-            "" if metrics else "-metrics-off")
+            "" if metrics else "-metrics-off") + ("" if call_events else "-no-events")
         super().__init__(workdir, users)
         self.media = media
         self.metrics = metrics
+        self.call_events = call_events
         self.root = root
         self.proc = self.redis_proc = None
 
@@ -303,6 +305,7 @@ class UniqueAccountProxy(Proxy):
                     "UA_API_PORT": str(api_port),
                     "UA_API_HTTPS_PORT": str(free_port(PROXY_IP)),
                     "UA_METRICS": "1" if self.metrics else "0",
+                    "UA_CALL_EVENTS": "1" if self.call_events else "0",
                     "UA_REDIS_URL": url, "UA_API_TOKEN": "bench", "UA_NODE_ID": self.name,
                     "UA_VAR_DIR": str(var), "UA_MEDIA": self.media,
                     "UA_CHILDREN": str(CHILDREN), "UA_SHM_MB": "256", "UA_PKG_MB": "16"})
@@ -356,6 +359,16 @@ class UniqueAccountProxy(Proxy):
                                               "Content-Type": content_type})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()
+
+    def history_ids(self, number):
+        """The call ids of a user's last calls, newest first, as the API shows them (one
+        connection kept: the lag probe asks every millisecond)."""
+        if getattr(self, "_http", None) is None:
+            host, port = self.api_url.split("/")[2].split(":")
+            self._http = http.client.HTTPConnection(host, int(port), timeout=5)
+        self._http.request("GET", f"/api/v1/users/{number}/history?limit=20",
+                           headers={"Authorization": "Bearer bench"})
+        return [h["call_id"] for h in json.loads(self._http.getresponse().read())]
 
     def stop(self):
         stop_process(self.proc)
@@ -494,15 +507,20 @@ class Bench:
         before = cpu_ns(proxy.pids())
         redis_before = cpu_ns([proxy.redis_pid]) if proxy.redis_pid else 0
         misses_before = context_misses(proxy)
-        latencies, probe_failed = [], 0
+        latencies, probe_failed, lags = [], 0, None
         if workload == "calls":
             inf = self.workdir / f"{proxy.name}-{proxy.users.count}-callpool.csv"
-            with LatencyProbe(MDS_IP, proxy.addr, proxy.users.call_pool) as probe:
+            history = (proxy.history_ids if isinstance(proxy, UniqueAccountProxy)
+                       and proxy.call_events else None)
+            with LatencyProbe(MDS_IP, proxy.addr, proxy.users.call_pool,
+                              history=history) as probe:
                 result, elapsed = run_load("mds_call_load", MDS_IP, proxy.addr, inf, rate,
                                            seconds, self.run_dir(f"{proxy.name}-calls-{rate}"))
             # the probe's calls don't retransmit: a datagram lost under load is a probe
             # failure, reported, but not a failed call (SIPp's retransmit, like phones)
             latencies, probe_failed = probe.latencies_ms, probe.failed
+            if history:
+                lags = {"ms": probe.lags_ms, "lost": probe.lag_lost}
         else:
             inf = injection_file(self.workdir / f"{proxy.name}-{proxy.users.count}-regpool.csv",
                                  proxy.users.register_pool)
@@ -514,18 +532,19 @@ class Bench:
         invites = result.successful + len(latencies) + probe_failed
         misses = context_misses(proxy) - misses_before if misses_before is not None else None
         return {"rate": rate, "successful": result.successful, "failed": result.failed,
-                # a call's cached reads: its context, its parties' watchers
+                # a call's cached read: its context
                 "cache_misses_per_call": (misses / invites
                                           if misses is not None and workload == "calls" else None),
                 "achieved_rate": result.call_rate,
                 "proxy_cpu_share": spent / 1e9 / elapsed,    # of one core
                 "cpu_ms_per_op": spent / 1e6 / max(1, result.successful),
                 "redis_cpu_ms_per_op": redis_spent / 1e6 / max(1, result.successful),
-                "latencies_ms": latencies, "probe_failed": probe_failed}
+                "latencies_ms": latencies, "probe_failed": probe_failed,
+                "call_event_lag": lags}
 
 
 def context_misses(proxy):
-    """U's cached reads (call contexts, watcher checks) that went to Redis so far
+    """U's cached reads (call contexts) that went to Redis so far
     (lib/store/wire.cached_script opts each such read into tracking with CLIENT CACHING)."""
     if not isinstance(proxy, UniqueAccountProxy):
         return None
@@ -582,6 +601,8 @@ def measure_users(bench, workdir, users, rates, with_ladder, with_kemi):
                UniqueAccountProxy(workdir, users)]
     if with_kemi:
         proxies.insert(1, NativeProxy(workdir, users, "K"))
+        # what the live features (presence, BLF, calls in progress, history) cost
+        proxies.append(UniqueAccountProxy(workdir, users, call_events=False))
     out = {}
     try:
         for proxy in proxies:
@@ -621,6 +642,8 @@ def measure_users(bench, workdir, users, rates, with_ladder, with_kemi):
                     result[workload]["invite_180_ms"] = {
                         "p50": summary([percentile(r["latencies_ms"], 0.5) for r in runs]),
                         "p99": summary([percentile(r["latencies_ms"], 0.99) for r in runs])}
+                    if runs[0]["call_event_lag"] is not None:
+                        result[workload]["call_event_lag"] = lag_summary(runs)
             result["kamailio_memory"] = memory_report(proxy)
             if proxy.redis:
                 # the call pool's registrations, measured before any call
@@ -633,6 +656,14 @@ def measure_users(bench, workdir, users, rates, with_ladder, with_kemi):
         for proxy in proxies:
             proxy.stop()
     return out
+
+
+def lag_summary(runs):
+    """The lag probe's readings of every point together (BYE sent -> in the API's history)."""
+    lags = [v for r in runs for v in r["call_event_lag"]["ms"]] or [float("nan")]
+    return {"readings": len(lags), "lost": sum(r["call_event_lag"]["lost"] for r in runs),
+            "p50_ms": percentile(lags, 0.5), "p99_ms": percentile(lags, 0.99),
+            "max_ms": max(lags)}
 
 
 def warm_up(bench, proxy, rate):
@@ -845,8 +876,16 @@ def answers_http(ip, port):
         return False
 
 
+# The targets of issue 24: (the ratio's name, its upper bound).
+TARGETS = (("U/N cpu per call", 1.6), ("U/N cpu per REGISTER", 2.3),
+           ("U/R cpu per call", 0.65), ("U 100k/100 users cpu per call", 1.05),
+           ("U-N p99 INVITE->180 ms", 1.0), ("U-N p99 INVITE->180 ms, 100k users", 1.0),
+           ("U redis bytes per registered ua user", 1024),
+           ("U call event lag p99 ms", 50))
+
+
 def ratios(results):
-    """The figures the targets of issue 7 are about, from the medians."""
+    """The figures the targets of issues 7 and 24 are about, from the medians."""
     small, large = (results["users"][str(c)] for c in USER_COUNTS)
     med = lambda r, w: r[w]["cpu_ms_per_op"]["median"]     # noqa: E731
     out = {}
@@ -868,9 +907,17 @@ def ratios(results):
         out[f"U/K cpu per {what} (logic and Redis)"] = (med(small["U"], workload)
                                                        / med(small["K"], workload))
     out["U 100k/100 users cpu per call"] = med(large["U"], "calls") / med(small["U"], "calls")
+    out["U-N p99 INVITE->180 ms, 100k users"] = (
+        large["U"]["calls"]["invite_180_ms"]["p99"]["median"]
+        - large["N"]["calls"]["invite_180_ms"]["p99"]["median"])
     out["U redis bytes per registered ua user"] = (
         large["U"]["redis_bytes_per_provisioned_user"]
         + large["U"]["redis_bytes_per_registration"])
+    out["U call event lag p99 ms"] = small["U"]["calls"]["call_event_lag"]["p99_ms"]
+    out["U call event lag p99 ms, 100k users"] = large["U"]["calls"]["call_event_lag"]["p99_ms"]
+    for workload, what in (("calls", "call"), ("register", "REGISTER")):
+        out[f"U without call events/N cpu per {what}"] = (
+            med(small["U-no-events"], workload) / med(small["N"], workload))
     media = results["media"]
     out["U+rtpengine/U cpu per call"] = (media["U+rtpengine"]["cpu_ms_per_op"]["median"]
                                          / media["U"]["cpu_ms_per_op"]["median"])
@@ -941,10 +988,20 @@ def table(results):
               for count, per_proxy in results["users"].items()
               for name, r in per_proxy.items() if "cache_misses_per_call" in r["calls"]]
     if misses:
-        lines += ["", "U's cached reads (a call's context, its parties' watchers) that "
-                  "went to Redis, per call: " + ", ".join(misses)]
+        lines += ["", "U's cached reads (a call's context) that went to Redis, per call: " + ", ".join(misses)]
+    lags = [f"{int(count):,} users p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms, "
+            f"max {lag['max_ms']:.1f} ms ({lag['readings']} readings, {lag['lost']} not seen)"
+            for count, per_proxy in results["users"].items()
+            if (lag := per_proxy["U"]["calls"].get("call_event_lag"))]
+    if lags:
+        lines += ["", "U's call event lag (a probe call's BYE sent -> the call in the API's "
+                  "history): " + "; ".join(lags)]
     lines += ["", "| ratio (medians) | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in results["ratios"].items()]
+    lines += ["", "| target (issue 24) | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} ≤ {bound} | {results['ratios'][name]} | "
+              f"{'yes' if results['ratios'][name] <= bound else 'no'} |"
+              for name, bound in TARGETS]
     return "\n".join(lines)
 
 

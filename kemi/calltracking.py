@@ -4,13 +4,17 @@ import time
 
 import KSR
 
-from kemi.glue import CFG, pv
+from kemi.glue import CFG, pv, quietly
 from lib.decisions import routing
 from lib.features import callstate
 
 # The local users taking part in a call until its ACK, {number: call entry} JSON by Call-ID
 # (kamailio.cfg): the failure route reads them, the ACK of the 2xx answers them.
 CALLS_TABLE = "ua_calls"
+# The call events the SIP workers hand to the node's call-event process (kamailio.cfg's
+# mqueue and rtimer `events`), which writes them in batches (callstate.Batches).
+EVENTS_QUEUE = "ua_events"
+BATCHES = callstate.Batches()     # used by the call-event process only
 
 
 class CallTracking:
@@ -25,13 +29,12 @@ class CallTracking:
         cseq = int(pv("$cs"))
         for entry in party.calls.values():
             entry.update(cseq=cseq, node=CFG.node_id)
-        watched = callstate.start(party, pv("$ci"), now)
+        self.call_event(callstate.start_event(party, pv("$ci"), now))
         if caller:
             KSR.rr.add_rr_param(f";{callstate.CALLER_PARAM}={caller}")
         if party.callee:
             KSR.rr.add_rr_param(f";{callstate.CALLEE_PARAM}={party.callee}")
         self.keep_entries(party.calls)
-        self.watched_changed(watched)
 
     def track_retarget(self, plan, entries):
         """A retarget from the failure route: further forwards, or the next local user
@@ -39,12 +42,11 @@ class CallTracking:
         now = time.time()
         party = callstate.participants(plan, None, None, pv("$rU"), pv("$fU"), now,
                                        retargets_done=1)
-        watched = callstate.start(party, pv("$ci"), now)
+        self.call_event(callstate.start_event(party, pv("$ci"), now))
         if party.callee:
             # After the request route's: the last one names the callee (dialog_users).
             KSR.rr.add_rr_param(f";{callstate.CALLEE_PARAM}={party.callee}")
         self.keep_entries({**entries, **party.calls})
-        self.watched_changed(watched)
 
     def call_entries(self, take=False):
         """The call's local users kept for it; take: and forget them. Read under the
@@ -76,5 +78,23 @@ class CallTracking:
         self.end_call(users)
 
     def end_call(self, users, forwarded_to=None):
-        self.watched_changed(
-            callstate.finish(users, pv("$ci"), time.time(), forwarded_to))
+        self.call_event(callstate.finish_event(users, pv("$ci"), time.time(), forwarded_to))
+
+    def call_event(self, event):
+        """Hand a call event to the call-event process: a few microseconds in shared memory
+        instead of a write to Redis on the request's path (issue 24). UA_CALL_EVENTS=0
+        drops them (make bench's "U without call events")."""
+        if event and CFG.call_events:
+            KSR.mqueue.mq_add(EVENTS_QUEUE, "e", event)
+
+    def ksr_events_timer(self, msg, *args):
+        return quietly(self.write_call_events)
+
+    def write_call_events(self):
+        """The call-event process's tick: everything queued, written in one round trip,
+        then the NOTIFYs of the users found watched."""
+        events = []
+        while KSR.mqueue.mq_fetch(EVENTS_QUEUE) > 0:
+            events.append(KSR.mqueue.mqv_get(EVENTS_QUEUE))
+        if events or BATCHES.pending:
+            self.watched_changed(BATCHES.write(events))

@@ -146,7 +146,7 @@ class ControlGlue:
         """An MDS's unsolicited message-summary for a user: kept, to be sent again."""
         if event == mwi.EVENT and ctx.source_mds is not None and ctx.callee \
                 and KSR.is_NOTIFY():
-            wire.post(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
+            wire.run(mwi_feature.keep(ctx.callee["number"], KSR.pv.get("$rb") or ""))
 
     def resend_message_summary(self, number, contacts, summary):
         """A device registered anew: it gets the last message-summary at once."""

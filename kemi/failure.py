@@ -45,12 +45,13 @@ class Failure:
         callee = rang.callee_context()
         if isinstance(outcome, forwarding.RingDeskphone):
             registrar.remove_bindings(rang.number, outcome.stale_fields)
-            callstate.set_device(rang.number, pv("$ci"), routing.DESKPHONE)
             entries = self.call_entries()
             if rang.number in entries:
                 entries[rang.number]["device"] = routing.DESKPHONE
                 self.keep_entries(entries)
-            self.presence_changed([rang.number])
+                # the call-event process tells the watchers, after the write
+                self.call_event(callstate.device_event(rang.number, pv("$ci"),
+                                                       entries[rang.number]))
             count("ua_fallbacks_total", "webrtc_unreachable")
             plan = calls.Plan(routing.Ring(routing.DESKPHONE, "webrtc_unreachable", deskphones),
                               callee)

@@ -66,9 +66,7 @@ class WithinDlg:
         re-INVITE's, finds nothing left to answer). Recorded at the ACK, not the 2xx, so
         that a 2xx needs no reply route (issue 7: a Python callback less per reply)."""
         entries = self.call_entries(take=True)
-        if not entries:
-            return
-        self.watched_changed(callstate.answer(entries, pv("$ci"), time.time()))
+        self.call_event(callstate.answer_event(entries, pv("$ci"), time.time()))
 
     def hung_up(self):
         self.forget_entries()     # a call whose ACK never passed

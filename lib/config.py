@@ -42,6 +42,7 @@ class Config:
     flood_rate: int             # requests per second per source address; 0: no limit
     flood_block_seconds: int
     metrics: bool               # UA_METRICS=0: the SIP side counts nothing (make bench)
+    call_events: bool           # UA_CALL_EVENTS=0: no presence, BLF, calls, history (make bench)
     api_auth_failures: int      # failed API authentications per address and minute; 0: no limit
     api_auth_block_seconds: int
     api_require_tls: bool       # credentials over plain HTTP only from the host itself
@@ -97,6 +98,7 @@ def load(env=None) -> Config:
         flood_rate=int(env.get("UA_FLOOD_RATE", "0")),
         flood_block_seconds=max(1, int(env.get("UA_FLOOD_BLOCK_SECONDS", "60"))),
         metrics=env.get("UA_METRICS", "1") != "0",
+        call_events=env.get("UA_CALL_EVENTS", "1") != "0",
         api_auth_failures=max(0, int(env.get("UA_API_AUTH_FAILURES", "10"))),
         api_auth_block_seconds=max(1, int(env.get("UA_API_AUTH_BLOCK_SECONDS", "300"))),
         api_require_tls=env.get("UA_API_REQUIRE_TLS",

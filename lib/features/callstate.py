@@ -3,6 +3,7 @@ aggregated presence of contract sections 7 and 8. The glue reports call events; 
 lives in Redis (store.calls_key, store.history_key) so every Kamailio process and a
 restarted proxy see the same thing."""
 import datetime
+import json
 from dataclasses import dataclass, field
 
 import msgpack
@@ -108,54 +109,37 @@ def presence(calls, line_type, selected, registered, now):
 
 
 # --- store ------------------------------------------------------------------------------
-# Every call event is one write, and tells which of its users have BLF watchers (the only
-# ones whose change needs more work). When this process's cache says none of them has
-# any, the write is posted (lib/store/wire.post): the request goes on without waiting for
-# Redis. A watcher that subscribed in between (after the cache was read, before
-# Redis ran the write) is found by the write itself: its user goes onto BLF_LATE_KEY, which the
-# BLF timer serves within its second (lib/features/blf.late).
+# Call events are written off the request path (issue 24): a SIP worker encodes each one
+# (start_event, answer_event, device_event, finish_event) and hands it to the node's
+# call-event process (kemi/events: Kamailio's mqueue, read by an rtimer process), which
+# writes all that arrived in one round trip (Batches) and tells the watchers of the users
+# the writes found watched. Presence, BLF, calls in progress and the history lag the SIP
+# message by that process's tick; the events of one node reach Redis in the order the
+# workers queued them.
 
-_WATCHED = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('EXISTS', key) end
-return out
-"""
-
-# That finding, in every script that writes a call event (each asks for its users'
-# watchers anyway): the script's last KEY is BLF_LATE_KEY, its last ARGV '1' when it runs
-# posted. A user is named by `<number>`, or by the `<number>|<call id>` member of its gauge.
-_LATE_IN_SCRIPT = """
-local function late(watched, user)
-  if watched == 1 and ARGV[#ARGV] == '1' then
-    redis.call('RPUSH', KEYS[#KEYS], string.match(user, '^[^|]*'))
-  end
-end
-"""
-
-# After the posted commands of a new call. KEYS: the users' watchers hashes, then BLF_LATE_KEY.
-# ARGV: the users, then '1'.
-_LATE = _LATE_IN_SCRIPT + """
-for i = 1, #ARGV - 1 do late(redis.call('EXISTS', KEYS[i]), ARGV[i]) end
-return 0
-"""
+def start_event(party, call_id, now):
+    """A new call (or a retarget of one): the entries of the users taking part, and the
+    history of those it only passed by. None: nothing to write."""
+    if not party.calls and not party.unrung:
+        return None
+    return json.dumps(["start", call_id, now, party.calls, party.unrung])
 
 
-def _write(numbers, posted, wait, flags_of):
-    """A call event's write: the commands `posted` (see above), or wait() (the same write,
-    waited for). Returns the watched users among `numbers`, as flags_of(wait's replies)
-    tells."""
-    keys = [keyspace.watchers_key(n) for n in numbers]
-    if wire.caching() and not any(wire.cached_script(_WATCHED, keys, (), tuple)):
-        wire.post(*posted)
-        return []
-    return [n for n, flag in zip(numbers, flags_of(wait())) if flag == 1]
+def answer_event(entries, call_id, now):
+    """A 2xx to the call's INVITE: every local party is in the call now. entries: {number:
+    call entry} as the call kept them."""
+    return json.dumps(["answer", call_id, now, entries]) if entries else None
 
 
-def _write_script(numbers, lua, keys, args):
-    """_write of a call-event script that returns a flag per user (see _LATE_IN_SCRIPT)."""
-    keys = [*keys, keyspace.BLF_LATE_KEY]
-    return _write(numbers, [wire.script_command(lua, keys, [*args, "1"])],
-                  lambda: wire.evalsha(lua, keys, [*args, "0"]), lambda flags: flags)
+def device_event(number, call_id, call):
+    """Rule 7 moved the ringing to another device in the same call: `call` is the entry
+    with its new device."""
+    return json.dumps(["device", call_id, number, call])
+
+
+def finish_event(numbers, call_id, now, forwarded_to=None):
+    """The call ended (BYE, CANCEL, final error, forward): into each party's history."""
+    return json.dumps(["finish", call_id, now, numbers, forwarded_to]) if numbers else None
 
 
 def _put(number, call_id, call):
@@ -172,41 +156,33 @@ def _watchers(numbers):
     return [("EXISTS", keyspace.watchers_key(n)) for n in numbers]
 
 
-def start(party, call_id, now):
-    """A new call (or a retarget of one): the entries of the users taking part, and the
-    history of those it only passed by, in one write. Returns the watched users among
-    those taking part."""
-    commands = [c for number, call in party.calls.items() for c in _put(number, call_id, call)]
-    for number, direction, peer, forwarded_to, device in party.unrung:
+# Each event's write: (the users it concerns, its commands, its replies -> a flag per
+# user: 1 if it has BLF watchers).
+
+def _start(call_id, now, calls, unrung):
+    commands = [c for number, call in calls.items() for c in _put(number, call_id, call)]
+    for number, direction, peer, forwarded_to, device in unrung:
         commands += record(number, call_id, new_call(direction, device, peer, now), now,
                            forwarded_to)
-    if not commands:
-        return []
-    numbers = list(party.calls)
-    late = [wire.script_command(_LATE, [keyspace.watchers_key(n) for n in numbers]
-                                + [keyspace.BLF_LATE_KEY],
-                                 [*numbers, "1"])] if numbers else []
-    return _write(numbers, commands + late, lambda: wire.run(*commands, *_watchers(numbers)),
-                  lambda replies: replies[len(commands):])
+    numbers = list(calls)
+    return numbers, commands + _watchers(numbers), lambda replies: replies[len(commands):]
 
 
 # The 2xx of a call: each party's entry, answered, replaces the one stored, unless the call
 # ended meanwhile (a CANCEL or BYE that crossed the 2xx): an ended call stays ended.
-# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset; BLF_LATE_KEY.
-# ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash; then
-# whether it runs posted.
+# KEYS: per party its calls hash, watchers hash and calls-in-progress gauge zset.
+# ARGV: call id, then per party: entry, gauge member, gauge score, expiry of the hash.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if the call was gone.
-ANSWER_LUA = _LATE_IN_SCRIPT + """
+ANSWER_LUA = """
 local call_id = ARGV[1]
 local out = {}
-for k = 0, (#KEYS - 1) / 3 - 1 do
+for k = 0, #KEYS / 3 - 1 do
   local calls = KEYS[3 * k + 1]
   if redis.call('HEXISTS', calls, call_id) == 1 then
     redis.call('HSET', calls, call_id, ARGV[4 * k + 2])
     redis.call('ZADD', KEYS[3 * k + 3], ARGV[4 * k + 4], ARGV[4 * k + 3])
     redis.call('EXPIREAT', calls, ARGV[4 * k + 5], 'GT')
     out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 2])
-    late(out[#out], ARGV[4 * k + 3])
   else
     out[#out + 1] = -1
   end
@@ -215,11 +191,7 @@ return out
 """
 
 
-def answer(entries, call_id, now):
-    """A 2xx to the call's INVITE: every local party is in the call now. entries: {number:
-    call entry} as the call kept them. Returns the watched users."""
-    if not entries:
-        return []
+def _answer(call_id, now, entries):
     updated = {n: answered(c, now) for n, c in entries.items()}
     keys, args = [], [call_id]
     for number, call in updated.items():
@@ -227,26 +199,22 @@ def answer(entries, call_id, now):
                  keyspace.active_calls_key(call["device"])]
         args += [codec.pack(call), f"{number}|{call_id}", repr(call["expires_at"]),
                  int(call["expires_at"]) + 60]
-    return _write_script(list(updated), ANSWER_LUA, keys, args)
+    return list(updated), [wire.script_command(ANSWER_LUA, keys, args)], _script_flags
 
 
-def set_device(number, call_id, device):
-    """Rule 7 moved the ringing to another device in the same call."""
-    raw = wire.run(("HGET", calls_key(number), call_id))[0]
-    if raw:
-        wire.run(*unindex(number, call_id),
-                  *_put(number, call_id, {**codec.unpack(raw), "device": device}))
+def _device(call_id, number, call):
+    return [number], [*unindex(number, call_id), *_put(number, call_id, call),
+                      *_watchers([number])], lambda replies: replies[-1:]
 
 
 # The end of a call, in one script: each party's entry moves into its history as
 # [call id, entry, end time, forwarded to or ""] (history() formats it when read), and
 # leaves the gauges of calls in progress.
-# KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets;
-# BLF_LATE_KEY. ARGV: call id, end time, forwarded to, history length, then per party its gauge
-# member; then whether it runs posted.
+# KEYS: per party its calls hash, history list and watchers hash; then the gauge zsets.
+# ARGV: call id, end time, forwarded to, history length, then per party its gauge member.
 # Returns per party: 1 if it has watchers, 0 if not, -1 if it had no such call.
-FINISH_LUA = _LATE_IN_SCRIPT + """
-local call_id, parties = ARGV[1], (#KEYS - 1 - %d) / 3
+FINISH_LUA = """
+local call_id, parties = ARGV[1], (#KEYS - %d) / 3
 local out = {}
 for k = 0, parties - 1 do
   local calls, history = KEYS[3 * k + 1], KEYS[3 * k + 2]
@@ -255,9 +223,8 @@ for k = 0, parties - 1 do
     redis.call('LPUSH', history, cmsgpack.pack({call_id, entry, tonumber(ARGV[2]), ARGV[3]}))
     redis.call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)
     redis.call('HDEL', calls, call_id)
-    for z = 3 * parties + 1, #KEYS - 1 do redis.call('ZREM', KEYS[z], ARGV[5 + k]) end
+    for z = 3 * parties + 1, #KEYS do redis.call('ZREM', KEYS[z], ARGV[5 + k]) end
     out[#out + 1] = redis.call('EXISTS', KEYS[3 * k + 3])
-    late(out[#out], ARGV[5 + k])
   else
     out[#out + 1] = -1
   end
@@ -266,17 +233,55 @@ return out
 """ % len(DEVICE_CLASSES)
 
 
-def finish(numbers, call_id, now, forwarded_to=None):
-    """The call ended (BYE, CANCEL, final error, forward): into each party's history.
-    Returns the watched users."""
-    if not numbers:
-        return []
+def _finish(call_id, now, numbers, forwarded_to):
     keys = [k for n in numbers
             for k in (calls_key(n), history_key(n), keyspace.watchers_key(n))]
     keys += [keyspace.active_calls_key(d) for d in DEVICE_CLASSES]
     args = [call_id, repr(now), forwarded_to or "", HISTORY_MAX,
             *(f"{n}|{call_id}" for n in numbers)]
-    return _write_script(numbers, FINISH_LUA, keys, args)
+    return numbers, [wire.script_command(FINISH_LUA, keys, args)], _script_flags
+
+
+def _script_flags(replies):
+    return replies[0] or []     # None: the script was refused (wire.batch logged it)
+
+
+_WRITES = {"start": _start, "answer": _answer, "device": _device, "finish": _finish}
+
+
+def apply(events):
+    """Write encoded call events in one round trip, in their order. Returns the users
+    found watched, once each."""
+    writes = [_WRITES[kind](*args) for kind, *args in map(json.loads, events)]
+    replies = wire.batch(*(c for _, commands, _ in writes for c in commands))
+    watched, at = {}, 0
+    for numbers, commands, flags_of in writes:
+        flags = flags_of(replies[at:at + len(commands)])
+        at += len(commands)
+        watched.update((n, True) for n, flag in zip(numbers, flags) if flag == 1)
+    return list(watched)
+
+
+class Batches:
+    """The call-event process's events not written yet. A batch Redis did not take (Redis
+    down or frozen) is kept and written first on the next try; beyond KEPT events, the
+    oldest go (a Redis outage that long has answered every new call 503 meanwhile)."""
+    SIZE = 1000     # events a round trip
+    KEPT = 100_000
+
+    def __init__(self):
+        self.pending = []
+
+    def write(self, events):
+        """Write what is pending and `events`, a batch at a time; the users found watched."""
+        self.pending += events
+        del self.pending[:-self.KEPT]
+        watched = {}
+        while self.pending:
+            batch = self.pending[:self.SIZE]
+            watched.update(dict.fromkeys(apply(batch)))
+            del self.pending[:len(batch)]
+        return list(watched)
 
 
 def unindex(number, call_id):

@@ -12,7 +12,7 @@ log = logging.getLogger("ua.mwi")
 
 
 def keep(number, summary):
-    """The command that keeps a user's last message-summary (posted by the glue)."""
+    """The command that keeps a user's last message-summary (run by the glue)."""
     return ("SET", keyspace.mwi_key(number), summary)
 
 

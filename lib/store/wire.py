@@ -1,6 +1,5 @@
-"""The SIP hot path's own Redis connection: commands packed and parsed by hiredis, posted
+"""The SIP hot path's own Redis connection: commands packed and parsed by hiredis, batched
 writes, Lua scripts by SHA, and a client-side cache of what rarely changes."""
-import collections
 import hashlib
 import socket
 import struct
@@ -69,10 +68,7 @@ class _Link:
         self.sock = self.reader = None
         # the tracking link: RESP3, Redis pushes invalidations on it (None: flush all)
         self.on_push = on_push
-        self.posted = collections.deque()   # the commands of each post, replies not read yet
-        self.got = []           # replies read ahead of the post they answer
-        self.refused = []       # posted commands Redis answered with an error
-        self.scripts = set()    # SHAs of the scripts posted on this connection
+        self.scripts = set()    # SHAs of the scripts batch() sent whole on this connection
 
     def ready(self):
         """The socket, opened if needed (see _exchange for one Redis closed meanwhile)."""
@@ -97,36 +93,21 @@ class _Link:
                         raise redis.ConnectionError(f"client tracking refused: {reply}")
         return self.sock
 
-    def read(self, count, wait=True):
-        """The next `count` replies; without `wait`, None unless they have all arrived (the
-        ones that have are kept for the next read)."""
-        while len(self.got) < count:
+    def read(self, count):
+        """The next `count` replies (a BlockingIOError: the kernel's receive timeout)."""
+        replies = []
+        while len(replies) < count:
             reply = self.reader.gets()
             if reply is False:
-                try:
-                    data = self.sock.recv(65536, 0 if wait else socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    if wait:
-                        raise       # the kernel's receive timeout
-                    return None
+                data = self.sock.recv(65536)
                 if not data:
                     raise redis.ConnectionError("connection closed by Redis")
                 self.reader.feed(data)
             elif isinstance(reply, hiredis.PushNotification):
                 self.on_push(reply)
             else:
-                self.got.append(reply)
-        replies, self.got = self.got[:count], self.got[count:]
+                replies.append(reply)
         return replies
-
-    def collect(self, wait):
-        """The replies of earlier posts: those arrived, or (wait) all of them."""
-        while self.posted:
-            replies = self.read(len(self.posted[0]), wait)
-            if replies is None:
-                return
-            self.refused += [c for c, reply in zip(self.posted.popleft(), replies)
-                             if isinstance(reply, hiredis.ReplyError)]
 
     def drain(self):
         """Read the invalidations that arrived since the last use, without waiting (a
@@ -144,27 +125,16 @@ class _Link:
                 raise hiredis.ProtocolError("a reply to no command")
             self.on_push(reply)
 
-    def closed_meanwhile(self):
-        """Whether Redis closed this connection since its last use (a restart), the replies
-        that came before the close read first, without waiting."""
-        self.collect(wait=False)
-        try:
-            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-
     def close(self):
         self.conn.disconnect()
         self.sock = self.reader = None
-        self.posted.clear()
-        self.got = []
         self.scripts = set()
         if self.on_push:
             self.on_push(None)
 
     def loadable(self, command):
-        """A posted EVALSHA goes whole (EVAL) the first time on a connection: a Redis that
-        restarted does not know the script, and a refused post is only done again later."""
+        """A batched EVALSHA goes whole (EVAL) the first time on a connection: a Redis that
+        restarted does not know the script, and a batch is never sent twice."""
         if command[0] != "EVALSHA" or command[1] in self.scripts:
             return command
         self.scripts.add(command[1])
@@ -186,50 +156,31 @@ def _packed(commands):
     return b"".join(hiredis.pack_command(c) for c in commands)
 
 
-def _exchange(link, commands, post=False):
-    """Commands (tuples) in one round trip on `link`; their raw replies (see run). With
-    `post` (see post()), sent without waiting; the replies of earlier posts are read before
-    a round trip's, and by a post when POST_WINDOW are unread (those arrived then). A
+def _exchange(link, commands, batched=False):
+    """Commands (tuples) in one round trip on `link`; their raw replies (see run). A
     connection Redis closed while it was idle (a restart) is not checked before every round
-    trip (a syscall each): the commands, and the posts whose replies it took with it, go
-    once more on a new connection when the old one turns out closed."""
+    trip (a syscall each): the commands go once more on a new connection when the old one
+    turns out closed. `batched` (see batch()): error replies are returned in place."""
     global _held_off_until
     if _held_off_until and time.monotonic() < _held_off_until:
         raise StoreUnavailable("no answer from Redis a moment ago")
-    resend = []
     while True:
         reused = link.sock is not None
         try:
             sock = link.ready()
             if link.on_push:
                 link.drain()
-            elif post and reused and link.closed_meanwhile():
-                # A post has no reply to tell: into a closed socket it would wait for this
-                # process's next round trip, behind the writes other processes make of the
-                # same call meanwhile (an ACK's answer finding no call, read as missed).
-                raise redis.ConnectionError("connection closed by Redis")
-            if resend:
-                sock.sendall(_packed(c for posted in resend for c in posted))
-                link.posted.extend(resend)
-                resend = []
-            if not post or len(link.posted) >= POST_WINDOW:
-                link.collect(wait=not post)
             if not commands:
                 return []
-            if post:
+            if batched:
                 commands = [link.loadable(c) for c in commands]
             sock.sendall(_packed(commands))
-            if post:
-                link.posted.append(commands)
-                return None
             replies = link.read(len(commands))
             break
         except (redis.ConnectionError, redis.TimeoutError, OSError,
                 hiredis.ProtocolError) as exc:
-            in_flight = list(link.posted) + resend
             link.close()
             if reused and isinstance(exc, CLOSED):
-                resend = in_flight
                 continue
             # BlockingIOError: the kernel's receive or send timeout ran out
             if isinstance(exc, (TimeoutError, redis.TimeoutError, BlockingIOError)):
@@ -242,7 +193,8 @@ def _exchange(link, commands, post=False):
                 raise StoreUnavailable(str(reply))
             if str(reply).startswith("LOADING"):    # reading its data back after a restart
                 raise StoreUnavailable(str(reply))
-            raise redis.ResponseError(str(reply))
+            if not batched:
+                raise redis.ResponseError(str(reply))
     return replies
 
 
@@ -259,51 +211,21 @@ def run(*commands):
     connection problem raises StoreUnavailable."""
     global _link
     _link = _current(_link)
-    replies = _exchange(_link, commands)
-    _redo_refused(_link)
-    return replies
+    return _exchange(_link, commands)
 
 
-# --- posted writes -----------------------------------------------------------------------
-# A write whose reply the SIP request does not need (a call event nobody watches, see
-# lib/features/callstate) is posted: sent on run()'s connection, so that Redis applies it before
-# anything this process sends later, and its replies read in batches, every POST_WINDOW
-# posts and before any round trip. The worker neither sleeps until Redis has run nor reads
-# a reply per write (make bench: 9 % of a call's CPU).
-POST_WINDOW = 64
-
-
-def post(*commands):
-    """Send `commands` without waiting for their replies. A command refused with an error
-    reply (a master demoted by a failover, a script Redis forgot) is sent again, waiting,
-    when the replies are read. Posts whose replies a connection Redis closed took with it
-    go again on the new one (_exchange); a timeout loses them, as it does a write of
-    run()."""
+def batch(*commands):
+    """Independent writes (a batch of call events, lib/features/callstate) in one round
+    trip on run()'s connection; their replies, None for a command Redis refused (logged:
+    the others are applied, so the batch is not sent again). Each script goes whole
+    (EVAL) the first time on a connection, so that a restarted Redis runs it."""
     global _link
     _link = _current(_link)
-    _exchange(_link, commands, post=True)
-    _redo_refused(_link)
-
-
-_redoing = False
-
-
-def _redo_refused(link):
-    """Send again, waiting, the posted commands read refused, in the order they were posted
-    (a redo's own round trip redoes nothing itself). It happens during an unrelated
-    request: what goes wrong is logged, never raised there."""
-    global _redoing
-    if _redoing:
-        return
-    _redoing = True
-    try:
-        while link.refused:
-            try:
-                run(_whole(link.refused.pop(0)))
-            except Exception as exc:    # noqa: BLE001 - see the docstring
-                sys.stderr.write(f"ua: a posted Redis write failed: {exc!r}\n")
-    finally:
-        _redoing = False
+    replies = _exchange(_link, commands, batched=True)
+    for command, reply in zip(commands, replies):
+        if isinstance(reply, hiredis.ReplyError):
+            sys.stderr.write(f"ua: a call-event write failed: {command[0]} {reply}\n")
+    return [None if isinstance(r, hiredis.ReplyError) else r for r in replies]
 
 
 def _whole(command):
@@ -424,3 +346,4 @@ def cached_script(lua, keys, args, decode, cacheable=lambda reply: True):
         if cacheable(reply):
             _cache.put(entry, value, keys)
     return value
+

@@ -1,14 +1,13 @@
-"""lib/features/callstate's call-event writes against a real Redis: waited for when a user of the
-call has BLF watchers, posted (lib/store/wire.post) when nobody watches, and a watcher that
-subscribed while a posted write was on its way served by the BLF timer (blf.late)."""
+"""lib/features/callstate's call events against a real Redis, as the call-event process writes
+them: a batch in one round trip, in the order queued, telling which users have BLF
+watchers; a batch Redis did not take is kept and written once it is back."""
 import time
 
 import pytest
 import redis
 
-from lib.decisions.dialoginfo import parse_dialog_states
 from lib.features import blf, callstate
-from lib.store import keyspace, wire
+from lib.store import clients, keyspace, wire
 from lib.users.provisioning import Provisioning
 from tests.support.redisfixtures import reset_store_client
 
@@ -44,12 +43,17 @@ def carol(r):
                                                     "line_type": "ua"})
 
 
-def placed(call_id="c1"):
-    """2000 places a call (in use whatever her devices): the write, posted if nobody
-    watches; returns the users known watched."""
-    party = callstate.Participants()
-    party.calls["2000"] = callstate.new_call("out", "deskphone", "3000", NOW)
-    return callstate.start(party, call_id, NOW)
+def incoming(number="2000"):
+    party = callstate.Participants(callee=number)
+    party.calls[number] = callstate.new_call("in", "deskphone", "3000", NOW, 30)
+    return party
+
+
+def whole_call(call_id="c1"):
+    party = incoming()
+    return [callstate.start_event(party, call_id, NOW),
+            callstate.answer_event(party.calls, call_id, NOW + 1),
+            callstate.finish_event(["2000"], call_id, NOW + 5)]
 
 
 def watch(number="2000"):
@@ -59,64 +63,78 @@ def watch(number="2000"):
     return blf.subscribe(sub, NOW)
 
 
-def test_a_call_nobody_watches_is_posted_and_there_for_the_next_read(redis_url, carol,
-                                                                       monkeypatch):
-    assert placed(call_id="c0") == []           # "nobody watches" is in the cache now
-    waited = []
-    for name in ("run", "evalsha"):             # the ways of a write that waits for Redis
-        waits = getattr(wire, name)
-        monkeypatch.setattr(wire, name, lambda *a, waits=waits, **kw: (
-            waited.append(a[0]), waits(*a, **kw))[1])
-    assert placed() == []
-    assert callstate.answer({"2000": callstate.new_call("out", "deskphone", "3000", NOW)},
-                            "c1", NOW + 1) == []
-    assert callstate.finish(["2000"], "c1", NOW + 5) == []
-    assert waited == []
-    monkeypatch.undo()
-    assert wire.run(("LLEN", keyspace.history_key("2000"))) == [1]
-    assert wire.run(("LLEN", keyspace.BLF_LATE_KEY)) == [0]
+def round_trips(monkeypatch):
+    seen, batch = [], wire.batch
+    monkeypatch.setattr(wire, "batch", lambda *commands: (seen.append(len(commands)),
+                                                          batch(*commands))[1])
+    return seen
 
 
-def test_a_watched_user_is_written_waiting_and_told_at_once(redis_url, carol):
+def test_a_whole_call_in_one_batch_is_in_the_history_and_nobody_is_told(redis_url, carol,
+                                                                          monkeypatch):
+    trips = round_trips(monkeypatch)
+    assert callstate.apply(whole_call()) == []
+    assert len(trips) == 1
+    assert callstate.calls_of(clients.client(), "2000") == []
+    [entry] = callstate.history(clients.client(), "2000", 10)
+    assert entry["call_id"] == "c1" and entry["answered"] is True
+    assert entry["duration_s"] == 4.0
+
+
+def test_events_apply_in_the_order_queued(redis_url, carol):
+    """Answered, then ended, in separate batches: the calls in progress follow each."""
+    party = incoming()
+    r = clients.client()
+    callstate.apply([callstate.start_event(party, "c1", NOW)])
+    assert [c["state"] for c in callstate.calls_of(r, "2000")] == ["ringing"]
+    callstate.apply([callstate.answer_event(party.calls, "c1", NOW + 1)])
+    assert [c["state"] for c in callstate.calls_of(r, "2000")] == ["in_call"]
+    assert r.zcard(keyspace.active_calls_key("deskphone")) == 1
+    callstate.apply([callstate.finish_event(["2000"], "c1", NOW + 5)])
+    assert callstate.calls_of(r, "2000") == []
+    assert r.zcard(keyspace.active_calls_key("deskphone")) == 0
+
+
+def test_an_answer_that_crossed_the_end_leaves_the_call_ended(redis_url, carol):
+    party = incoming()
+    callstate.apply([callstate.start_event(party, "c1", NOW),
+                     callstate.finish_event(["2000"], "c1", NOW + 1),
+                     callstate.answer_event(party.calls, "c1", NOW + 1)])
+    assert callstate.calls_of(clients.client(), "2000") == []
+    [entry] = callstate.history(clients.client(), "2000", 10)
+    assert entry["answered"] is False
+
+
+def test_each_event_tells_a_watched_user_once_a_batch(redis_url, carol):
     watch()
-    assert placed() == ["2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 5) == ["2000"]
-    assert wire.run(("LLEN", keyspace.BLF_LATE_KEY)) == [0]
+    assert callstate.apply(whole_call()) == ["2000"]
+    assert callstate.apply([callstate.start_event(incoming(), "c2", NOW)]) == ["2000"]
+    assert callstate.apply([callstate.finish_event(["2000"], "c2", NOW + 1)]) == ["2000"]
 
 
-def test_a_subscription_reaches_the_next_call_event_of_the_same_process(redis_url, carol):
-    assert placed(call_id="c0") == []          # nobody watching: cached as such
-    watch()                                    # a BLF key subscribes (any process)
-    assert placed(call_id="c1") == ["2000"]
+def test_rule_7_moves_the_ringing_call_to_the_deskphone(redis_url, carol):
+    party = incoming()
+    party.calls["2000"]["device"] = "webrtc"
+    moved = {**party.calls["2000"], "device": "deskphone"}
+    r = clients.client()
+    callstate.apply([callstate.start_event(party, "c1", NOW),
+                     callstate.device_event("2000", "c1", moved)])
+    assert [c["device"] for c in callstate.calls_of(r, "2000")] == ["deskphone"]
+    assert r.zcard(keyspace.active_calls_key("webrtc")) == 0
+    assert r.zcard(keyspace.active_calls_key("deskphone")) == 1
 
 
-def test_a_watcher_the_cache_had_not_seen_is_notified_by_the_blf_timer(redis_url, carol,
-                                                                         monkeypatch):
-    assert parse_dialog_states(watch().body) == []      # nothing going on
-    # the race: the watcher subscribed between this process's look at its cache and the
-    # write reaching Redis
-    monkeypatch.setattr(wire, "cached_script", lambda *args, **kw: (0,))
-    assert placed() == []
-    late = blf.late(NOW)
-    assert [m.ruri for m in late] == ["sip:1001@127.0.0.30"]
-    assert parse_dialog_states(late[0].body) == ["confirmed"]
-    assert blf.late(NOW) == []                 # served once
-
-
-def test_each_call_event_finds_a_watcher_the_cache_had_not_seen(redis_url, carol, monkeypatch):
-    """The race above at every event of a call: the start's commands, and the answer and
-    end scripts, each put the user on the BLF timer's list."""
-    watch()
-    monkeypatch.setattr(wire, "cached_script", lambda *args, **kw: (0,))
-
-    def served():
-        found = wire.run(("LRANGE", keyspace.BLF_LATE_KEY, 0, -1))[0]
-        blf.late(NOW)
-        return found
-    party = callstate.Participants(callee="2000")
-    party.calls["2000"] = callstate.new_call("in", "deskphone", "3000", NOW, 30)
-    assert callstate.start(party, "c1", NOW) == [] and served() == [b"2000"]
-    assert callstate.answer(party.calls, "c1", NOW + 1) == []
-    assert served() == [b"2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 5) == [] and served() == [b"2000"]
-    assert callstate.finish(["2000"], "c1", NOW + 6) == [] and served() == []
+def test_a_batch_redis_did_not_take_is_written_once_it_is_back(redis_url, redis_server, carol):
+    batches = callstate.Batches()
+    redis_server.stop()
+    try:
+        with pytest.raises(clients.StoreUnavailable):
+            batches.write(whole_call("c1"))
+        with pytest.raises(clients.StoreUnavailable):
+            batches.write(whole_call("c2"))
+    finally:
+        redis_server.start()
+    assert batches.write([]) == []
+    assert batches.pending == []
+    history = callstate.history(clients.client(), "2000", 10)
+    assert [h["call_id"] for h in history] == ["c2", "c1"]      # newest first, each once

@@ -3,7 +3,6 @@ connection it holds was closed by Redis meanwhile."""
 import pytest
 
 from lib.store import clients, wire
-from tests.support.devices import wait_until
 
 
 def test_a_connection_closed_by_a_restart_is_replaced_not_failed_on(redis_server, r):
@@ -26,40 +25,17 @@ def test_redis_down_is_store_unavailable_and_back_is_served(redis_url, redis_ser
     assert wire.run(("PING",)) == [b"PONG"]
 
 
-# --- posted writes ----------------------------------------------------------------------
+# --- batched writes ------------------------------------------------------------------
 
-def test_a_post_is_applied_before_the_next_round_trip(redis_url):
-    wire.post(("SET", "k", "posted"))
-    assert wire.run(("GET", "k")) == [b"posted"]
-
-
-def test_a_refused_posted_command_alone_is_sent_again_waiting(redis_url, r):
+def test_a_batch_runs_its_scripts_on_a_restarted_redis_and_returns_refusals_in_place(
+        redis_server, redis_url, r):
     lua = "return redis.call('INCR', KEYS[1])"
-    wire.post(wire.script_command(lua, ["n"]))     # whole (EVAL) the first time
-    assert wire.run(("GET", "n")) == [b"1"]
-    r.script_flush()                                  # Redis forgets it (as after a restart)
-    wire.post(("INCR", "m"), wire.script_command(lua, ["n"]))   # the script refused...
-    wire.run(("PING",))                              # ... read here: sent again, waiting
-    assert wire.run(("MGET", "m", "n")) == [[b"1", b"2"]]       # INCR m applied once
-
-
-def test_posts_a_dead_redis_took_with_it_are_sent_again(redis_server, redis_url, r):
-    assert wire.run(("PING",)) == [b"PONG"]
-    r.execute_command("CLIENT", "PAUSE", 10000, "ALL")    # the post waits unread in Redis
-    wire.post(("SET", "k", "posted"))
-    redis_server.kill()
-    redis_server.start()
-    assert wire.run(("GET", "k")) == [b"posted"]
-
-
-def test_a_post_after_a_restart_goes_at_once_on_a_new_connection(redis_server, redis_url, r):
-    """Not left in the socket the restart closed until this process's next round trip:
-    another process's later write of the same call would be applied before it."""
-    wire.post(("SET", "k", "before"))        # its reply unread when Redis goes
+    assert wire.batch(wire.script_command(lua, ["n"])) == [1]   # whole (EVAL) the first time
     redis_server.stop()
-    redis_server.start()
-    wire.post(("SET", "k", "posted"))
-    assert wait_until(lambda: r.get("k") == b"posted", 1)
+    redis_server.start()            # the script is forgotten, the connection closed
+    assert wire.batch(("SET", "k", "v"), ("INCR", "k"), wire.script_command(lua, ["n"])) == [
+        b"OK", None, 2]             # INCR of a string refused: the rest applied
+    assert wire.run(("MGET", "k", "n")) == [[b"v", b"2"]]
 
 
 # --- the client-side cache --------------------------------------------------------------

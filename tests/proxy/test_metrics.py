@@ -31,6 +31,9 @@ def traffic(site):
     tab = browser(site)
     caller = site.mds_calls("1000", talk_ms=2000).start()       # rings the browser
     tab.answer(tab.wait_request("INVITE", timeout=5))
+    # call events reach Redis within the event process's tick (issue 24: up to 50 ms)
+    assert wait_until(lambda: value(scrape(site), "ua_calls_in_progress", device="webrtc") == 1,
+                      2)
     in_call = scrape(site)
     assert caller.wait(15).ok
     tab.close()                                                  # logged out: fallback

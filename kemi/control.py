@@ -7,7 +7,7 @@ import time
 
 import KSR
 
-from kemi.glue import CFG, guarded
+from kemi.glue import CFG, guarded, reply
 from lib.decisions import control, mwi, routing
 from lib.features import calls
 from lib.features import control as feature
@@ -46,17 +46,17 @@ class ControlGlue:
         with the auto-answer hints and the destination shown as the caller. Never a call
         of the user's own (no call state, no history)."""
         if KSR.pv.get("$si") != CFG.listen or KSR.pv.get("$sp") != CFG.sip_port:
-            KSR.sl.send_reply(403, "Forbidden (control leg from elsewhere)")
+            reply(403, "Forbidden (control leg from elsewhere)")
             return
         dial = clients.call(lambda r: feature.load_dial(r, number, dial_id or ""))
         if dial is None:
-            KSR.sl.send_reply(404, "Not Found (no such click-to-dial)")
+            reply(404, "Not Found (no such click-to-dial)")
             return
         ref = f"{number}.{dial_id}"
         phones = self.deskphones(number)
         if not phones:
             _set_state(ref, control.REFUSED)
-            KSR.sl.send_reply(480, "Temporarily Unavailable (no deskphone)")
+            reply(480, "Temporarily Unavailable (no deskphone)")
             return
         clients.call(lambda r: feature.update_dial(r, number, dial_id,
                                                    control_call_id=KSR.pv.get("$ci"),
@@ -90,7 +90,7 @@ class ControlGlue:
         the deskphone sends to the bridge (its NOTIFYs about the REFER, its BYE when it
         ends the leg first) is answered here (True): the bridge itself answers nothing."""
         if KSR.pv.get("$rU") == control.CONTROL_USER and KSR.is_myself_ruri():
-            KSR.sl.send_reply(200, "OK")
+            reply(200, "OK")
             return True
         if KSR.is_REFER():
             ref = control.uri_param(KSR.hdr.get("Route"), control.CONTROL_PARAM)

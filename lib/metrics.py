@@ -22,8 +22,6 @@ import bisect
 import hashlib
 import math
 import os
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -37,7 +35,7 @@ from prometheus_client.utils import floatToGoString
 
 from lib import config
 from lib.decisions.routing import DEVICE_CLASSES
-from lib.features import mds_health
+from lib.features import kamailio_rpc, mds_health
 from lib.store import clients, codec, keyspace
 
 # Family -> (help, label names, the label values it is exported with from the start)
@@ -77,7 +75,6 @@ ROUTING_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 MDS_UP = "ua_mds_up"
 RPC_TIMEOUT = 1.0       # seconds for each Kamailio RPC at scrape time
 # Debian's kamailio package puts it in /usr/sbin, which a user's PATH may lack.
-KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
 # kamailio_* gauge -> (help, RPC command, the figure in its answer)
 KAMAILIO_GAUGES = {
     "kamailio_shmem_used_bytes": ("Shared memory in use (fragments included)",
@@ -196,17 +193,15 @@ def mds_up(node):
     return {name: up for name, up in clients.call(read).items() if up is not None}
 
 
-def kamailio_rpc(ctl_socket, command):
+def kamailio_figures(ctl_socket, command):
     """The figures of one RPC answer printed by kamcmd ("name = value" for statistics,
     "name: value" in a struct), {} when Kamailio does not answer in time."""
-    address = ctl_socket if ctl_socket.startswith("unix:") else f"unix:{ctl_socket}"
     try:
-        out = subprocess.run([KAMCMD, "-s", address, *RPC_COMMANDS[command]],
-                             capture_output=True, text=True, timeout=RPC_TIMEOUT, check=True)
-    except (OSError, subprocess.SubprocessError):
+        out = kamailio_rpc.call(ctl_socket, *RPC_COMMANDS[command], timeout=RPC_TIMEOUT)
+    except kamailio_rpc.RpcError:
         return {}
     figures = {}
-    for line in out.stdout.splitlines():
+    for line in out.splitlines():
         name, sep, value = line.replace(" = ", ": ").partition(": ")
         if sep and value.strip().lstrip("-").isdigit():
             figures[name.strip()] = int(value)
@@ -224,7 +219,7 @@ class StateCollector:
             yield from self.redis_gauges()
         except clients.StoreUnavailable:
             count("ua_store_errors_total")     # the rest is still worth a scrape
-        answers = {command: kamailio_rpc(self.cfg.kamailio_ctl, command)
+        answers = {command: kamailio_figures(self.cfg.kamailio_ctl, command)
                    for command in RPC_COMMANDS}
         for name, (doc, command, figure) in KAMAILIO_GAUGES.items():
             if figure in answers[command]:

@@ -157,8 +157,8 @@ def _notify(r, watched, now):
 
 
 def late(now):
-    """NOTIFYs for the users a posted call event found watched (lib/keyspace.BLF_LATE_KEY):
-    a watcher subscribed while the event was on its way. changed() sends only what the
+    """NOTIFYs for the watched users whose presence a change outside Kamailio may have
+    moved (notify_later: the API server's device selection). changed() sends only what the
     watchers have not seen."""
     numbers = wire.run(("LPOP", keyspace.BLF_LATE_KEY, 1000))[0] or []
     return changed(sorted({n.decode() for n in numbers}), now)

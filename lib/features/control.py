@@ -9,17 +9,15 @@ adds the auto-answer hints, and REFERs the deskphone to the destination once ans
 The deskphone's own INVITE is then an ordinary call; its Refer-To carries the
 click-to-dial's id, so that call keeps the id and is dialog-tracked for the hang-up."""
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from lib.features import registrar
+from lib.features import kamailio_rpc, registrar
 from lib.store import codec, keyspace
 from lib.decisions import control
 
 RPC_TIMEOUT = 2.0
-KAMCMD = "kamcmd"
 
 
 class ControlError(Exception):
@@ -49,13 +47,9 @@ def announce(cfg, r):
 def rpc(ctl, *args):
     """One RPC to this proxy's Kamailio (kamcmd on the ctl socket): its printed answer."""
     try:
-        done = subprocess.run([KAMCMD, "-s", ctl, *args], capture_output=True, text=True,
-                              timeout=RPC_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ControlError(503, f"Kamailio does not answer: {exc}") from exc
-    if done.returncode != 0:
-        raise ControlError(503, f"Kamailio refused {args[0]}: {done.stderr.strip()}")
-    return done.stdout
+        return kamailio_rpc.call(ctl, *args, timeout=RPC_TIMEOUT)
+    except kamailio_rpc.RpcError as exc:
+        raise ControlError(503, str(exc)) from exc
 
 
 # --- a click-to-dial's record: shared by the API server and the Kamailio glue -----------

@@ -2,12 +2,11 @@
 and Kamailio itself, each asked directly, and whether this node sheds load (section 11,
 lib/features/overload); the first problem is the reason."""
 import logging
-import subprocess
 
 import redis
 
 from lib.decisions import media
-from lib.features import overload
+from lib.features import kamailio_rpc, overload
 from lib.store import clients
 
 log = logging.getLogger("ua.health")
@@ -18,11 +17,10 @@ def kamailio_alive(ctl):
     """An RPC round trip through Kamailio's ctl socket (`unix:/path`): kamcmd, Kamailio's
     own binrpc client, asks for core.version."""
     try:
-        done = subprocess.run(["kamcmd", "-s", ctl, "core.version"], capture_output=True,
-                              timeout=KAMAILIO_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired):
+        return "kamailio" in kamailio_rpc.call(ctl, "core.version",
+                                               timeout=KAMAILIO_TIMEOUT).lower()
+    except kamailio_rpc.RpcError:
         return False
-    return done.returncode == 0 and b"kamailio" in done.stdout.lower()
 
 
 def problem(cfg, r):

@@ -13,7 +13,7 @@ Redis Cluster slot:
                            newest first; formatted as the API shows it when read
   ua:watchers:{N}    hash  BLF subscription Call-ID -> msgpack (lib/features/blf), with
   ua:presence:{N}, ua:watch:expiry: last notified state, expiry index
-  ua:blf:late        list of users a posted call-state write found watched (lib/features/callstate)
+  ua:blf:late        list of watched users a change outside Kamailio may have moved (lib/features/blf)
   ua:did:<did>       string -> N
   ua:users           set of every provisioned number
   ua:mds             hash  <name> -> msgpack {"uri", "addresses"}
@@ -131,7 +131,8 @@ def presence_key(number):
 
 # "N|Call-ID" of every BLF subscription scored by its expiry time, for the expiry timer.
 WATCH_EXPIRY_KEY = "ua:watch:expiry"
-# The users a posted call-state write found watched (lib/features/callstate).
+# Watched users whose presence a change made outside Kamailio may have moved (the API's
+# device selection): the BLF timer tells their watchers (lib/features/blf.late).
 BLF_LATE_KEY = "ua:blf:late"
 NODES_KEY = "ua:nodes"
 REPLICATED_CHANNEL = "ua:replicated"

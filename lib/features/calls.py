@@ -107,10 +107,6 @@ class RingPlan:
             callee_selected=None, callee_forwards=self.forwards, callee_mds_uri=self.mds_uri)
 
 
-def _text(raw):
-    return raw.decode() if raw else None
-
-
 def load_context(source_ip, caller_number, dialled, now, node):
     """node: this proxy's UA_NODE_ID, whose view of the caller's MDS health applies."""
     dialled = dialled or ""
@@ -129,9 +125,9 @@ def _context(reply):
      callee_mds, caller_health) = reply
     caller_mds_record = codec.unpack(caller_mds)
     return CallContext(
-        source_mds=_text(mds), caller=profile_of(caller), caller_ha1=_text(ha1),
+        source_mds=codec.text(mds), caller=profile_of(caller), caller_ha1=codec.text(ha1),
         caller_mds_uri=_mds_uri(caller_mds), callee=profile_of(callee),
-        callee_selected=_text(selected), callee_contacts=decode(zip(flat[::2], flat[1::2])),
+        callee_selected=codec.text(selected), callee_contacts=decode(zip(flat[::2], flat[1::2])),
         callee_forwards=normalize_forwards(codec.unpack(forwards)),
         callee_mds_uri=_mds_uri(callee_mds),
         caller_mds_up=mds_health.status(caller_mds_record, codec.unpack(caller_health))[0]

@@ -85,8 +85,7 @@ def ask(r, call_id, action):
 def take_action(r, call_id):
     """What was asked of a call whose branch was cancelled (and forget it): None if
     nothing, the branch was cancelled for another reason."""
-    raw = r.getdel(keyspace.action_key(call_id))
-    return raw.decode() if raw else None
+    return codec.text(r.getdel(keyspace.action_key(call_id)))
 
 
 def dials_of(r, number):

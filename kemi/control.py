@@ -35,17 +35,56 @@ class ControlGlue:
         return [c for c in self.reachable(ctx) if c["class"] == routing.DESKPHONE]
 
     def control_request(self, ruri):
-        """An initial request that is the control leg: handled (True) or not ours."""
+        """An initial request that is the control leg, or the API server's hang-up:
+        handled (True) or not ours."""
+        if KSR.is_NOTIFY() and KSR.pv.get("$rU") == control.CONTROL_USER \
+                and KSR.hdr.get("Event") == control.HANGUP_EVENT:
+            self.hang_up()
+            return True
         if f";{control.CONTROL_PARAM}=" not in ruri or not KSR.is_INVITE():
             return False
         self.control_leg(KSR.pv.get("$rU") or "", control.uri_param(ruri, control.CONTROL_PARAM))
         return True
 
+    def from_this_proxy(self):
+        return KSR.pv.get("$si") == CFG.listen and KSR.pv.get("$sp") == CFG.sip_port
+
+    def hang_up(self):
+        """The API server asks (lib/features/control.Control.end_dialog) to hang up an
+        answered call: the dialog module's BYE to the callee here, the caller's when that
+        BYE passes (hang_up_caller). Not both here: the first BYE's passing ends the
+        dialog, after which the module sends no other (its dlg.end_dlg loses the second
+        one that way when the two race)."""
+        if not self.from_this_proxy():
+            reply(403, "Forbidden (hang-up from elsewhere)")
+            return
+        identity = control.hangup_identity(KSR.hdr.get(control.HANGUP_HEADER))
+        if identity is None or KSR.dialog.dlg_get(*identity) < 0:
+            reply(404, "Not Found (no such dialog)")
+            return
+        KSR.dialog.dlg_setflag(control.HANGUP_DIALOG_FLAG)
+        if KSR.dialog.dlg_bye("callee") < 0:
+            reply(409, "Conflict (the dialog cannot be ended)")
+            return
+        reply(200, "OK")
+
+    def hang_up_caller(self):
+        """A BYE this proxy's dialog module sent to a call's callee, before it passes (and
+        so ends the dialog): for a call hung up from the UC Assistant, the caller's BYE."""
+        # From this proxy's address, over UDP from its SIP port or over TCP from any: the
+        # module's BYE takes the transport of the route it follows.
+        if not KSR.is_BYE() or KSR.pv.get("$si") != CFG.listen or KSR.dialog.dlg_get(
+                KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt")) < 0:
+            return
+        if KSR.dialog.dlg_isflagset(control.HANGUP_DIALOG_FLAG) > 0:
+            KSR.dialog.dlg_resetflag(control.HANGUP_DIALOG_FLAG)
+            KSR.dialog.dlg_bye("caller")
+
     def control_leg(self, number, dial_id):
         """The bridge's INVITE to the user's deskphone: only the deskphone's contacts ring,
         with the auto-answer hints and the destination shown as the caller. Never a call
         of the user's own (no call state, no history)."""
-        if KSR.pv.get("$si") != CFG.listen or KSR.pv.get("$sp") != CFG.sip_port:
+        if not self.from_this_proxy():
             reply(403, "Forbidden (control leg from elsewhere)")
             return
         dial = clients.call(lambda r: feature.load_dial(r, number, dial_id or ""))

@@ -143,6 +143,36 @@ def hangup_action(call):
     return "decline" if call["direction"] == "in" else "cancel"
 
 
+# The dialog module's states (dlg_hash.h) in which a dialog can be ended with BYEs: its 2xx
+# relayed (3: ACK not yet seen, 4: confirmed).
+DIALOG_CONFIRMED_STATES = ("3", "4")
+# Hanging up an answered call is asked of this proxy's Kamailio by a NOTIFY of this event
+# to CONTROL_USER, its dialog named in HANGUP_HEADER ("<Call-ID> <From tag> <To tag>").
+HANGUP_EVENT, HANGUP_HEADER = "ua-hangup", "X-UA-Hangup"
+# The dialog flag (script flag of the dialog module) of a call being hung up from here.
+HANGUP_DIALOG_FLAG = 1
+
+
+def dialog_to_end(dialogs):
+    """Of the dialogs the module holds for a Call-ID (dicts as dlg.list_match prints them),
+    the one a hang-up ends, or None."""
+    return next((d for d in dialogs if d.get("state") in DIALOG_CONFIRMED_STATES), None)
+
+
+def hangup_request(dialog, domain):
+    """Headers of the NOTIFY that asks Kamailio to hang up `dialog` (see HANGUP_EVENT)."""
+    identity = " ".join((dialog["call-id"], dialog["caller"]["tag"], dialog["callee"]["tag"]))
+    return "".join(f"{name}: {value}\r\n" for name, value in (
+        ("From", f"<sip:{CONTROL_USER}@{domain}>"), ("To", f"<sip:{CONTROL_USER}@{domain}>"),
+        ("Event", HANGUP_EVENT), (HANGUP_HEADER, identity)))
+
+
+def hangup_identity(value):
+    """(Call-ID, From tag, To tag) of a HANGUP_HEADER, or None when it is not one."""
+    parts = (value or "").split()
+    return tuple(parts) if len(parts) == 3 else None
+
+
 def events_between(before, after):
     """The event stream's events (section 12) from one view of a user to the next, as
     (event, data): views are {"device", "presence", "voicemail", "calls": {id: call}}

@@ -22,7 +22,9 @@ def notify_headers(number, domain):
     a dialog of its own."""
     aor = f"sip:{number}@{domain}"
     return "".join(f"{name}: {value}\r\n" for name, value in (
-        ("From", f"<{aor}>;tag={secrets.token_hex(8)}"), ("To", f"<{aor}>"),
+        # no From tag: Kamailio 5.6's tm gives every request it sends one of its own,
+        # after any already there (two tags, the first one ignored)
+        ("From", f"<{aor}>"), ("To", f"<{aor}>"),
         ("Call-ID", f"mwi-{secrets.token_hex(12)}@{domain}"), ("CSeq", "1 NOTIFY"),
         ("Event", EVENT), ("Subscription-State", "active"), ("Max-Forwards", "70"),
         ("Content-Type", CONTENT_TYPE)))

@@ -8,7 +8,6 @@ RPC socket): it calls the user's deskphone through this proxy's own request rout
 adds the auto-answer hints, and REFERs the deskphone to the destination once answered.
 The deskphone's own INVITE is then an ordinary call; its Refer-To carries the
 click-to-dial's id, so that call keeps the id and is dialog-tracked for the hang-up."""
-import re
 import time
 import urllib.error
 import urllib.request
@@ -66,12 +65,22 @@ def save_dial(r, number, dial_id, dial):
 
 
 def update_dial(r, number, dial_id, **fields):
-    """Changes a click-to-dial's record; False when there is none (expired, forged id)."""
-    dial = load_dial(r, number, dial_id)
-    if dial is None:
-        return False
-    save_dial(r, number, dial_id, {**dial, **fields})
-    return True
+    """Changes a click-to-dial's record; False when there is none (expired, forged id).
+    Read and written in one transaction: the deskphone's INVITE (its Call-ID) and the
+    REFER's answer (the state) change the same record at the same moment, in two
+    processes, and a plain read-then-write lost one of them."""
+    key = keyspace.dials_key(number)
+
+    def change(pipe):
+        raw = pipe.hget(key, dial_id)
+        if raw is None:
+            return False
+        pipe.multi()
+        pipe.hset(key, dial_id, codec.pack({**codec.unpack(raw), **fields}))
+        pipe.expire(key, control.DIAL_TTL_SECONDS)
+        return True
+
+    return r.transaction(change, key, value_from_callable=True)
 
 
 ACTION_TTL_SECONDS = 30
@@ -168,18 +177,32 @@ class Control:
         self.here(call)
         action = control.hangup_action(call)
         if action == "bye":
-            entry = dialog_entry(rpc(self.cfg.kamailio_ctl, "dlg.list_match", "callid", "eq",
-                                     call_id))
-            if entry is None:
-                # Only a click-to-dial's call is kept as a dialog (the call path pays
-                # nothing for the others).
-                raise ControlError(409, "an answered call can be hung up from here only "
-                                        "when it was placed by click-to-dial")
-            rpc(self.cfg.kamailio_ctl, "dlg.end_dlg", *entry)
+            self.end_dialog(call_id)
             return
         if action == "decline":
             ask(self.r, call_id, "decline")
         self.cancel(call_id, call.get("cseq"))
+
+    def end_dialog(self, call_id):
+        """BYE to both sides of an answered call: asked of Kamailio, whose dialog module
+        keeps what the BYEs need (kemi/control.py's hang_up)."""
+        found = kamailio_rpc.structures(rpc(self.cfg.kamailio_ctl, "dlg.list_match",
+                                            "callid", "eq", call_id))
+        if not found:
+            # Only a click-to-dial's call is kept as a dialog (the call path pays nothing
+            # for the others).
+            raise ControlError(409, "an answered call can be hung up from here only when "
+                                    "it was placed by click-to-dial")
+        dialog = control.dialog_to_end(found)
+        if dialog is None:
+            raise ControlError(409, "the call is already ending")
+        # t_uac_wait_block: the ctl socket's transport knows no delayed answer (t_uac_wait)
+        answer = kamailio_rpc.structures(rpc(
+            self.cfg.kamailio_ctl, "tm.t_uac_wait_block", "NOTIFY",
+            f"sip:{control.CONTROL_USER}@{self.cfg.listen}:{self.cfg.sip_port}", ".", ".",
+            control.hangup_request(dialog, self.cfg.domain), "s:"))
+        if not answer or answer[0].get("code") != "200":
+            raise ControlError(409, f"the call could not be hung up ({answer})")
 
     def answer(self, number, call_ref):
         """A call ringing on the deskphone answered there: its branch cancelled, the same
@@ -202,16 +225,6 @@ class Control:
         except ControlError as exc:
             self.r.delete(keyspace.action_key(call_id))
             raise ControlError(409, f"the call no longer rings here ({exc})") from exc
-
-
-_DIALOG_HASH = re.compile(r"h_entry:\s*(\d+).*?h_id:\s*(\d+)", re.S)
-
-
-def dialog_entry(listing):
-    """(h_entry, h_id) of the first dialog in a dlg.list_match answer printed by kamcmd."""
-    match = _DIALOG_HASH.search(listing)
-    return match.groups() if match else None
-
 
 
 RELAYED_HEADER = "X-UA-Relayed"

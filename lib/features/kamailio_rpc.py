@@ -18,6 +18,28 @@ def call(ctl, *args, timeout):
                               timeout=timeout)
     except (OSError, subprocess.SubprocessError) as exc:
         raise RpcError(f"Kamailio does not answer: {exc}") from exc
-    if done.returncode != 0:
-        raise RpcError(f"Kamailio refused {args[0]}: {done.stderr.strip()}")
+    # kamcmd exits 0 when the command itself failed: its answer then reads "error: ..."
+    if done.returncode != 0 or done.stdout.startswith("error:"):
+        raise RpcError(f"Kamailio refused {args[0]}: "
+                       f"{(done.stderr or done.stdout).strip()}")
     return done.stdout
+
+
+def structures(printed):
+    """The structures kamcmd prints (`{`, `key: value`, `key: {`, `}` lines), as dicts."""
+    found, stack = [], []
+    for line in printed.splitlines():
+        text = line.strip()
+        key, _, value = text.partition(":")
+        if text == "{" or (value.strip() == "{" and stack):
+            block = {}
+            if stack:
+                stack[-1][key.strip()] = block
+            else:
+                found.append(block)
+            stack.append(block)
+        elif text == "}" and stack:
+            stack.pop()
+        elif stack and _:
+            stack[-1][key.strip()] = value.strip()
+    return found

@@ -46,8 +46,8 @@ def test_click_to_dial_rings_the_deskphone_which_calls_the_destination(site, des
         (dial_id, "out", "deskphone", "2000")
     assert calls(site.proxy) == [call]      # the control leg is no call of its own
 
-    status, _, _ = site.proxy.api("DELETE", f"/api/v1/users/1000/calls/{dial_id}", auth=USER)
-    assert status == 204
+    status, body, _ = site.proxy.api("DELETE", f"/api/v1/users/1000/calls/{dial_id}", auth=USER)
+    assert status == 204, body
     outcome = mds.wait(10)
     assert outcome.ok, outcome.describe()
     invite = outcome.received("INVITE")[0]

@@ -54,14 +54,11 @@ def test_click_to_dial_through_the_other_proxy(cluster, tcp_deskphone):  # noqa:
     wait_for(lambda: calls(cluster[1].proxy) == [], timeout=10, what="the call gone")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known intermittent defect (issue 20, open): in about one run of three the proxy "
-    "holding the call logs 'dialog: send_bye(): terminating non-confirmed dialogs not "
-    "supported' and no BYE goes out, though the calls list says answered"))
 def test_hang_up_through_the_other_proxy(cluster, tcp_deskphone):  # noqa: F811
     a, b = cluster
     phone, mds, call = dial_through_the_other_proxy(cluster, tcp_deskphone)
-    assert b.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}", auth=USER)[0] == 204
+    status, body, _ = b.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}", auth=USER)
+    assert status == 204, body
     outcome = mds.wait(10)
     assert outcome.ok, outcome.describe()
     wait_for(lambda: "CALL_CLOSED" in phone.event_types()[-1:] and calls(b.proxy) == [],

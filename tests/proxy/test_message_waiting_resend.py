@@ -36,6 +36,7 @@ def test_the_effective_device_gets_it_again_after_a_device_change(site, tmp_path
         assert wait_until(lambda: len(phone.received("NOTIFY")) == 2, 3)
         _, again = phone.received("NOTIFY")[1]
         assert "Voice-Message: 2/0 (0/0)" in again.body
+        assert again.header("From").count(";tag=") == 1, again.header("From")
         assert len(tab.requests("NOTIFY")) == 1     # the browser is not the effective device
         tab.close()
     finally:

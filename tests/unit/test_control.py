@@ -1,5 +1,6 @@
 """lib/decisions/control.py: ids, the calls list, the control leg's headers, outcomes."""
 from lib.decisions import control
+from lib.features import kamailio_rpc
 
 T0 = 1_700_000_000.0
 
@@ -82,3 +83,47 @@ def test_numbers_and_the_voicemail_number_are_destinations():
     assert control.valid_destination("*98", "*98")
     for bad in ("", "20a0", "sip:2000@x", "1" * 21, None, 2000, "*97", "*98#"):
         assert not control.valid_destination(bad, "*98")
+
+
+LISTING = """{
+	h_entry: 1032
+	h_id: 10661
+	call-id: 17f6f75a704ccfbc
+	state: 4
+	caller: {
+		tag: 9d696c4c97154a86
+		route_set: <sip:127.0.0.1:5060;lr;did=804.5a92>
+	}
+	callee: {
+		tag: 2580SIPpTag011
+	}
+	profiles: {
+	}
+}
+{
+	h_entry: 7
+	h_id: 8
+	call-id: 17f6f75a704ccfbc
+	state: 5
+	caller: {
+		tag: old
+	}
+}
+"""
+
+
+def test_a_hang_up_names_the_confirmed_dialog_of_the_call():
+    dialogs = kamailio_rpc.structures(LISTING)
+    assert [(d["h_entry"], d["state"]) for d in dialogs] == [("1032", "4"), ("7", "5")]
+    assert dialogs[0]["caller"] == {"tag": "9d696c4c97154a86",
+                                    "route_set": "<sip:127.0.0.1:5060;lr;did=804.5a92>"}
+    assert control.dialog_to_end(dialogs) is dialogs[0]
+    assert control.dialog_to_end(dialogs[1:]) is None      # ending already
+    headers = control.hangup_request(dialogs[0], "ua.test")
+    assert "Event: ua-hangup\r\n" in headers and headers.endswith("\r\n")
+    value = next(line.split(": ", 1)[1] for line in headers.split("\r\n")
+                 if line.startswith(control.HANGUP_HEADER))
+    assert control.hangup_identity(value) == ("17f6f75a704ccfbc", "9d696c4c97154a86",
+                                              "2580SIPpTag011")
+    for bad in (None, "", "only two", "one two three four"):
+        assert control.hangup_identity(bad) is None

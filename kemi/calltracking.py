@@ -35,6 +35,10 @@ class CallTracking:
         if party.callee:
             KSR.rr.add_rr_param(f";{callstate.CALLEE_PARAM}={party.callee}")
         self.keep_entries(party.calls)
+        if party.calls:
+            # A dialog of the proxy: the UC Assistant can hang it up (section 12), the
+            # dialog module keeping what each side's BYE needs.
+            KSR.dialog.dlg_manage()
 
     def track_retarget(self, plan, entries):
         """A retarget from the failure route: further forwards, or the next local user

@@ -146,15 +146,14 @@ class ControlGlue:
         return 1
 
     def dialled_from_assistant(self, caller):
-        """The deskphone's own call after the REFER: it keeps the click-to-dial's id, and
-        is a dialog of the proxy so that the UC Assistant can hang it up."""
+        """The deskphone's own call after the REFER: it keeps the click-to-dial's id."""
         ruri = KSR.pv.get("$ru") or ""
         if f";{control.DIAL_PARAM}=" not in ruri:
             return
         dial_id = control.uri_param(ruri, control.DIAL_PARAM)
-        if dial_id and clients.call(lambda r: feature.update_dial(
-                r, caller, dial_id, call_id=KSR.pv.get("$ci"))):
-            KSR.dialog.dlg_manage()
+        if dial_id:
+            clients.call(lambda r: feature.update_dial(r, caller, dial_id,
+                                                       call_id=KSR.pv.get("$ci")))
 
     # --- answer and decline from the UC Assistant ------------------------------------------
 

@@ -7,7 +7,8 @@ Click-to-dial rides on the dialog module's bridge (dlg.bridge_dlg, asked over Ka
 RPC socket): it calls the user's deskphone through this proxy's own request route, which
 adds the auto-answer hints, and REFERs the deskphone to the destination once answered.
 The deskphone's own INVITE is then an ordinary call; its Refer-To carries the
-click-to-dial's id, so that call keeps the id and is dialog-tracked for the hang-up."""
+click-to-dial's id, so that call keeps the id. Every call with a local user is a dialog
+of the proxy (kemi/calltracking.py), which is how an answered one is hung up."""
 import time
 import urllib.error
 import urllib.request
@@ -189,10 +190,8 @@ class Control:
         found = kamailio_rpc.structures(rpc(self.cfg.kamailio_ctl, "dlg.list_match",
                                             "callid", "eq", call_id))
         if not found:
-            # Only a click-to-dial's call is kept as a dialog (the call path pays nothing
-            # for the others).
-            raise ControlError(409, "an answered call can be hung up from here only when "
-                                    "it was placed by click-to-dial")
+            raise ControlError(409, "the call is not a dialog of this proxy (it began "
+                                    "before the proxy's last start)")
         dialog = control.dialog_to_end(found)
         if dialog is None:
             raise ControlError(409, "the call is already ending")

@@ -126,6 +126,8 @@ def test_the_control_leg_carries_the_hints_and_shows_the_destination(site):
     assert invite.header("From").startswith(f'"2000" <sip:2000@{domain}>;tag=')
     assert invite.header("P-Asserted-Identity") == f'"2000" <sip:2000@{domain}>'
     assert invite.ruri.startswith(f"sip:1000@{DESKPHONE_IP}:")      # the deskphone only
+    # the offer a deskphone gets (section 6): plain RTP/AVP, here the bridge's hold offer
+    assert "m=audio " in invite.body and " RTP/AVP " in invite.body, invite.body
     # The deskphone refused: nothing in progress, nothing in the history.
     wait_for(lambda: calls(site.proxy) == [], what="refused click-to-dial gone")
     assert site.proxy.api("GET", "/api/v1/users/1000/history", auth=USER)[1] == []
@@ -246,3 +248,23 @@ def test_ua_admin_dials_lists_hangs_up_and_prints_the_events(site, deskphone, cl
     wait_for(lambda: calls(site.proxy) == [], what="call ended")
     refused = cli("hangup", "1000", dialled["id"])
     assert refused.returncode == 1 and "HTTP 404" in refused.stderr
+
+
+def test_hanging_up_an_answered_incoming_call_byes_the_deskphone_and_the_mds(site):
+    """Any answered call, not only a click-to-dial's: an MDS call answered by a SIPp
+    deskphone, hung up from the UC Assistant; both sides get their BYE."""
+    phone = sipp_deskphone(site, "deskphone_answer")
+    mds = site.mds_calls("1000", scenario="mds_call_remote_bye").start()
+    call = wait_for(lambda: [c for c in calls(site.proxy) if c["state"] == "answered"],
+                    timeout=10, what="answered call")[0]
+    assert (call["direction"], call["device"]) == ("in", "deskphone")
+    status, body, _ = site.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}",
+                                     auth=USER)
+    assert status == 204, body
+    for side in (mds, phone):
+        outcome = side.wait(10)
+        assert outcome.ok, outcome.describe()
+        assert outcome.received("BYE"), outcome.describe()
+    wait_for(lambda: calls(site.proxy) == [], what="hung-up call gone")
+    history = site.proxy.api("GET", "/api/v1/users/1000/history", auth=USER)[1]
+    assert [(h["direction"], h["answered"]) for h in history][:1] == [("in", True)]

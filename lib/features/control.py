@@ -9,9 +9,10 @@ adds the auto-answer hints, and REFERs the deskphone to the destination once ans
 The deskphone's own INVITE is then an ordinary call; its Refer-To carries the
 click-to-dial's id, so that call keeps the id. Every call with a local user is a dialog
 of the proxy (kemi/calltracking.py), which is how an answered one is hung up."""
+import http.client
+import ssl
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 from lib.features import kamailio_rpc, registrar
 from lib.store import codec, keyspace
@@ -35,9 +36,20 @@ class Elsewhere(Exception):
 
 
 def api_url(cfg):
-    """This proxy's API server as its peers reach it (the host of UA_NODE_ADDR)."""
+    """This proxy's API server as its peers reach it (the host of UA_NODE_ADDR), over
+    HTTPS: a relayed action carries the user's credentials (and plain HTTP from another
+    host is refused where TLS is required, the default off loopback)."""
     host = cfg.node_addr.rpartition(":")[0] or cfg.listen
-    return f"http://{host}:{cfg.api_port}"
+    return f"https://{host}:{cfg.api_https_port}"
+
+
+def peer_tls(cfg):
+    """The TLS context a relay to a peer uses: its certificate must be this proxy's own
+    (a cluster's proxies serve one SIP domain with one certificate); peers are addressed
+    by IP, so the certificate itself, not a host name, is what is checked."""
+    context = ssl.create_default_context(cafile=cfg.tls_cert)
+    context.check_hostname = False
+    return context
 
 
 def announce(cfg, r):
@@ -229,17 +241,20 @@ class Control:
 RELAYED_HEADER = "X-UA-Relayed"
 
 
-def relay(url, method, path, authorization, body=None):
-    """(status, body) of the same request made to another proxy's API server."""
-    req = urllib.request.Request(url + path, data=body, method=method,
-                                 headers={"Authorization": authorization or "",
-                                          RELAYED_HEADER: "1",
-                                          **({"Content-Type": "application/json"}
-                                             if body else {})})
+def relay(url, cfg, method, path, authorization, body=None):
+    """(status, body) of the same request made to another proxy's API server, from this
+    proxy's own address, over HTTPS (peer_tls)."""
+    peer = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPSConnection(
+        peer.hostname, peer.port, timeout=RPC_TIMEOUT * 2, context=peer_tls(cfg),
+        source_address=(cfg.listen, 0))
+    headers = {"Authorization": authorization or "", RELAYED_HEADER: "1",
+               **({"Content-Type": "application/json"} if body else {})}
     try:
-        with urllib.request.urlopen(req, timeout=RPC_TIMEOUT * 2) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except (urllib.error.URLError, OSError) as exc:
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    except (OSError, http.client.HTTPException) as exc:
         raise ControlError(503, f"the proxy holding the call does not answer: {exc}") from exc
+    finally:
+        connection.close()

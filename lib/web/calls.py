@@ -32,8 +32,8 @@ def _acting(action, fn, request, *args):
     except Elsewhere as there:
         if request.headers.get(RELAYED_HEADER):
             raise ApiError(409, "the call moved between proxies; try again") from there
-        status, body = relay(there.url, request.method, request.url.path,
-                             request.headers.get("authorization"))
+        status, body = relay(there.url, ctx(request).config, request.method,
+                             request.url.path, request.headers.get("authorization"))
         return Response(body, status, media_type="application/json" if body else None)
     except ControlError as exc:
         metrics.count("ua_control_actions_total", action,

@@ -21,8 +21,13 @@ def cluster(redis_url, tmp_path):
     b = Proxy(redis_url, tmp_path / "b", listen="127.0.0.3", node_id="node-b")
     # Both serve one SIP domain (the contract's condition for sharing a Redis).
     b.env["UA_DOMAIN"] = a.env["UA_DOMAIN"] = "ua.test"
+    # TLS required as it is off loopback: a proxy reaches the other's API as another host
+    b.env["UA_API_REQUIRE_TLS"] = a.env["UA_API_REQUIRE_TLS"] = "1"
     try:
         a.start()
+        # ... with one certificate (the API servers relay actions to one another over HTTPS)
+        b.env["UA_TLS_CERT"], b.env["UA_TLS_KEY"] = (str(a.workdir / "var" / "tls" / name)
+                                                     for name in ("cert.pem", "key.pem"))
         b.start()
         mds_port = free_port(MDS_IP)
         b.provision_mds("mds1", MDS_IP, mds_port)

@@ -322,8 +322,12 @@ class Dialog:
     def request(self, method: str, headers=(), body: str = "", content_type=None,
                 timeout: float = 5, auth: bool = True) -> SipMessage:
         """Send an in-dialog request (R-URI = remote target, Route = route set) and return
-        its final response."""
-        req = self._request(method.upper(), headers, body, content_type, auth)
+        its final response. A target refresh (re-INVITE, UPDATE) carries our Contact, as
+        RFC 3261 12.2.1.1 wants and JsSIP does."""
+        method = method.upper()
+        if method in ("INVITE", "UPDATE"):
+            headers = [("Contact", self.phone._dialog_contact()), *headers]
+        req = self._request(method, headers, body, content_type, auth)
         return self.phone._wait_final(self.phone._send_request(req), timeout)
 
     def bye(self, timeout: float = 5) -> SipMessage:

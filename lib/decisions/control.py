@@ -7,6 +7,8 @@ import datetime
 import re
 import secrets
 
+from lib.decisions import sipmsg
+
 # The dialog module's bridge (click-to-dial) calls itself this: its Contact (where the
 # deskphone sends its NOTIFYs about the REFER) and its From.
 CONTROL_USER = "ua-control"
@@ -162,7 +164,7 @@ def dialog_to_end(dialogs):
 def hangup_request(dialog, domain):
     """Headers of the NOTIFY that asks Kamailio to hang up `dialog` (see HANGUP_EVENT)."""
     identity = " ".join((dialog["call-id"], dialog["caller"]["tag"], dialog["callee"]["tag"]))
-    return "".join(f"{name}: {value}\r\n" for name, value in (
+    return sipmsg.header_block((
         ("From", f"<sip:{CONTROL_USER}@{domain}>"), ("To", f"<sip:{CONTROL_USER}@{domain}>"),
         ("Event", HANGUP_EVENT), (HANGUP_HEADER, identity)))
 

@@ -4,6 +4,8 @@ shows (RFC 3842's simple-message-summary). Pure: no Kamailio, no Redis."""
 import re
 import secrets
 
+from lib.decisions import sipmsg
+
 EVENT = "message-summary"
 CONTENT_TYPE = "application/simple-message-summary"
 _VOICE = re.compile(r"^Voice-Message:\s*(\d+)/(\d+)", re.I | re.M)
@@ -21,7 +23,7 @@ def notify_headers(number, domain):
     """An unsolicited NOTIFY's headers (as an MDS sends them, RFC 3842 section 5), each in
     a dialog of its own."""
     aor = f"sip:{number}@{domain}"
-    return "".join(f"{name}: {value}\r\n" for name, value in (
+    return sipmsg.header_block((
         # no From tag: Kamailio 5.6's tm gives every request it sends one of its own,
         # after any already there (two tags, the first one ignored)
         ("From", f"<{aor}>"), ("To", f"<{aor}>"),

@@ -116,6 +116,12 @@ def split_values(header_value):
     return [p for p in parts if p]
 
 
+def header_block(fields):
+    """Header lines, each ended by CRLF, of (name, value) pairs: the form tm's UAC
+    functions (t_uac_send, the tm.t_uac_* RPCs) take."""
+    return "".join(f"{name}: {value}\r\n" for name, value in fields)
+
+
 def split_headers(values):
     """The comma-separated values of a header field that may also appear several times
     (RFC 3261 section 7.3.1), in order."""

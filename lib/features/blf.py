@@ -10,6 +10,7 @@ t_uac_send.
 from dataclasses import dataclass
 
 from lib import config
+from lib.decisions import sipmsg
 from lib.decisions.dialoginfo import dialog_info_xml
 from lib.features import callstate
 from lib.features.registrar import classes_of, decode, live
@@ -56,7 +57,7 @@ def notify(sub, state, now, terminated=None):
         status = f"terminated;reason={terminated}"
     else:
         status = f"active;expires={max(0, int(sub['expires_at'] - now))}"
-    headers = "".join(f"{name}: {value}\r\n" for name, value in (
+    headers = sipmsg.header_block((
         ("From", f"<{sub['entity']}>;tag={sub['our_tag']}"), ("To", sub["watcher"]),
         ("Call-ID", sub["call_id"]), ("CSeq", f"{sub['cseq']} NOTIFY"),
         ("Contact", sub["contact"]), ("Event", "dialog"), ("Subscription-State", status),

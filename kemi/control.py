@@ -37,7 +37,8 @@ class ControlGlue:
     def control_request(self, ruri):
         """An initial request that is the control leg, or the API server's hang-up:
         handled (True) or not ours."""
-        if KSR.is_NOTIFY() and KSR.pv.get("$rU") == control.CONTROL_USER \
+        # the Request-URI first: a call's INVITE pays no KSR call here
+        if ruri.startswith(f"sip:{control.CONTROL_USER}@") and KSR.is_NOTIFY() \
                 and KSR.hdr.get("Event") == control.HANGUP_EVENT:
             self.hang_up()
             return True
@@ -73,7 +74,7 @@ class ControlGlue:
         so ends the dialog): for a call hung up from the UC Assistant, the caller's BYE."""
         # From this proxy's address, over UDP from its SIP port or over TCP from any: the
         # module's BYE takes the transport of the route it follows.
-        if not KSR.is_BYE() or KSR.pv.get("$si") != CFG.listen or KSR.dialog.dlg_get(
+        if KSR.pv.get("$si") != CFG.listen or KSR.dialog.dlg_get(
                 KSR.pv.get("$ci"), KSR.pv.get("$ft"), KSR.pv.get("$tt")) < 0:
             return
         if KSR.dialog.dlg_isflagset(control.HANGUP_DIALOG_FLAG) > 0:
@@ -125,12 +126,16 @@ class ControlGlue:
                                control.outcome_of_invite(KSR.pv.get("$T_reply_code"))))
 
     def control_in_dialog(self):
-        """A REFER, NOTIFY or BYE of a control leg: the REFER's outcome is watched; what
-        the deskphone sends to the bridge (its NOTIFYs about the REFER, its BYE when it
-        ends the leg first) is answered here (True): the bridge itself answers nothing."""
+        """A REFER, NOTIFY or BYE: of a control leg, the REFER's outcome is watched and
+        what the deskphone sends to the bridge (its NOTIFYs about the REFER, its BYE when
+        it ends the leg first) is answered here (True): the bridge itself answers nothing.
+        A BYE of a call hung up from the UC Assistant brings its caller's (hang_up_caller)."""
         if KSR.pv.get("$rU") == control.CONTROL_USER and KSR.is_myself_ruri():
             reply(200, "OK")
             return True
+        if KSR.is_BYE():
+            self.hang_up_caller()
+            return False
         if KSR.is_REFER():
             ref = control.uri_param(KSR.hdr.get("Route"), control.CONTROL_PARAM)
             if ref:

@@ -14,7 +14,6 @@ class WithinDlg:
     def withindlg(self):
         if KSR.is_method_in("FNB") and self.control_in_dialog():
             return
-        self.hang_up_caller()
         if KSR.rr.loose_route() > 0:
             if not KSR.isdsturiset():
                 KSR.nathelper.handle_ruri_alias()

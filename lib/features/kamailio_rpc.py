@@ -30,7 +30,7 @@ def structures(printed):
     found, stack = [], []
     for line in printed.splitlines():
         text = line.strip()
-        key, _, value = text.partition(":")
+        key, sep, value = text.partition(":")
         if text == "{" or (value.strip() == "{" and stack):
             block = {}
             if stack:
@@ -40,6 +40,6 @@ def structures(printed):
             stack.append(block)
         elif text == "}" and stack:
             stack.pop()
-        elif stack and _:
+        elif stack and sep:
             stack[-1][key.strip()] = value.strip()
     return found

@@ -7,12 +7,15 @@ import pytest
 
 from tests.proxy.test_forwarding import diversion_of, forwards
 from tests.proxy.test_ua_admin import as_json, cli, ok  # noqa: F401 (cli: a fixture)
+from lib.decisions import control
+from lib.features import kamailio_rpc
 from tests.support.baresip import Baresip
 from tests.support.control import USER, calls, wait_for
 from tests.support.devices import browser
 from tests.support.fixtures import DESKPHONE_IP, MDS_IP
 from tests.support.scrape import scrape, value
 from tests.support.sipp import free_port
+from tests.support.udpclient import UdpClient
 
 pytestmark = pytest.mark.usefixtures("quiet_log")
 
@@ -258,6 +261,19 @@ def test_hanging_up_an_answered_incoming_call_byes_the_deskphone_and_the_mds(sit
     call = wait_for(lambda: [c for c in calls(site.proxy) if c["state"] == "answered"],
                     timeout=10, what="answered call")[0]
     assert (call["direction"], call["device"]) == ("in", "deskphone")
+    # The hang-up Kamailio takes from its API server, naming this very dialog, forged from
+    # a device's address: refused, and the call goes on.
+    ctl = f"unix:{site.proxy.workdir}/var/run/{site.proxy.env['UA_NODE_ID']}/ctl.sock"
+    dialog = control.dialog_to_end(kamailio_rpc.structures(kamailio_rpc.call(
+        ctl, "dlg.list_match", "callid", "eq", call["call_id"], timeout=5)))
+    forger = UdpClient(DESKPHONE_IP, site.proxy.sip_addr, site.proxy.domain)
+    identity = " ".join((dialog["call-id"], dialog["caller"]["tag"], dialog["callee"]["tag"]))
+    forged, _ = forger.transact(forger.build(
+        "NOTIFY", "1000", ruri=f"sip:{control.CONTROL_USER}@{site.proxy.sip_addr}",
+        headers=[f"Event: {control.HANGUP_EVENT}", f"{control.HANGUP_HEADER}: {identity}"]))
+    forger.close()
+    assert forged.status == 403, forged
+    assert [c["state"] for c in calls(site.proxy)] == ["answered"]
     status, body, _ = site.proxy.api("DELETE", f"/api/v1/users/1000/calls/{call['id']}",
                                      auth=USER)
     assert status == 204, body
